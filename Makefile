@@ -1,0 +1,34 @@
+# `make test` sets everything up on a fresh machine (venv, CPU torch, the package with its test
+# extras) and runs the suite; `make demo` trains the default model and opens the chat demo.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.wrenlm-installed
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The exact torch pin takes the local CPU wheel; a looser one would pull multi-GB CUDA builds.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,demo]'
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --timeout 900 -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest --timeout 3600 -m slow $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/wren pretrain
+	$(BIN)/wren chat
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

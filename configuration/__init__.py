@@ -1,0 +1,6 @@
+"""Wren configuration: `WrenConfig` and named presets."""
+
+from .configuration_wren import SUPPORTED_ROPE_TYPES, WrenConfig
+from .presets import PRESETS, preset_config
+
+__all__ = ["WrenConfig", "PRESETS", "preset_config", "SUPPORTED_ROPE_TYPES"]

@@ -1,0 +1,61 @@
+"""Named starting points (`wren-tiny`, `wren-small-moe`, ...) for `WrenConfig`.
+
+Sizes follow common small-model practice: GQA with 2-4x fewer kv heads, SwiGLU width ~2.7x hidden,
+MoE experts narrower than the dense FFN so active parameters stay close to the dense sibling.
+"""
+
+from copy import deepcopy
+
+from .configuration_wren import WrenConfig
+
+_TINY = dict(
+    vocab_size=4096,
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=4,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    max_position_embeddings=512,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    tie_word_embeddings=True,
+)
+_SMALL = dict(
+    vocab_size=32000,
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    tie_word_embeddings=True,
+)
+
+PRESETS: dict[str, dict] = {
+    "wren-tiny": _TINY,
+    "wren-tiny-moe": {
+        **_TINY,
+        "num_experts": 8,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 256,
+        "num_shared_experts": 1,
+    },
+    "wren-small": _SMALL,
+    "wren-small-moe": {
+        **_SMALL,
+        "num_experts": 16,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 768,
+        "num_shared_experts": 1,
+        "first_k_dense_layers": 1,
+    },
+}
+
+
+def preset_config(name: str, **overrides) -> WrenConfig:
+    """Build a `WrenConfig` from a named preset, with keyword overrides applied on top."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown Wren preset {name!r}; available presets: {', '.join(sorted(PRESETS))}.")
+    values = deepcopy(PRESETS[name])
+    values.update(overrides)
+    return WrenConfig(**values)

@@ -1,0 +1,23 @@
+"""wrenlm: the Wren decoder family for the Hugging Face stack.
+
+Importing this package registers `model_type="wren"` with transformers' Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .configuration import PRESETS, WrenConfig, preset_config
+from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    # exist_ok: re-importing (e.g. importlib.reload in notebooks) must not fail.
+    AutoConfig.register(WrenConfig.model_type, WrenConfig, exist_ok=True)
+    AutoModel.register(WrenConfig, WrenModel, exist_ok=True)
+    AutoModelForCausalLM.register(WrenConfig, WrenForCausalLM, exist_ok=True)
+
+
+_register()
+
+__all__ = ["PRESETS", "WrenConfig", "WrenForCausalLM", "WrenModel", "WrenPreTrainedModel", "preset_config"]
