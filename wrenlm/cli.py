@@ -10,6 +10,8 @@ import os
 import sys
 from typing import NamedTuple
 
+from huggingface_hub.errors import StrictDataclassError
+
 
 class Command(NamedTuple):
     module: str
@@ -52,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError) as error:
+    except (ValueError, FileNotFoundError, PermissionError, StrictDataclassError) as error:
         # User errors get one clear line; WREN_DEBUG=1 shows the traceback.
         if os.environ.get("WREN_DEBUG"):
             raise
-        print(f"wren {name}: error: {error}", file=sys.stderr)
+        print(f"wren {name}: error: {error}".strip(), file=sys.stderr)
         return 1
 
 
