@@ -1,0 +1,118 @@
+"""`convert_to_wren` and `convert_from_wren`: config mapping + weight mapping + loading/saving."""
+
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+from ..configuration import WrenConfig
+from ..modeling import WrenForCausalLM
+from .checkpoint_io import (
+    build_model,
+    copy_generation_config,
+    find_tokenizer,
+    load_causal_lm,
+    reject_quantized,
+    resolve_dtype,
+    save_checkpoint,
+)
+from .config_mapping import config_from_wren, config_to_wren
+from .errors import UnsupportedConversionError
+from .state_dict_mapping import expected_shapes, state_dict_from_wren, state_dict_to_wren
+
+
+def convert_to_wren(
+    source: "PreTrainedModel | str | Path",
+    output_dir: "str | Path | None" = None,
+    *,
+    dtype: "str | torch.dtype | None" = None,
+    max_shard_size: "str | int" = "2GB",
+    tokenizer=None,
+    load_kwargs: dict | None = None,
+) -> WrenForCausalLM:
+    """Convert a Llama / Mistral / Qwen2 / Qwen3 / Mixtral / Qwen3-MoE model to an equivalent Wren model.
+
+    Args:
+        source: a loaded `*ForCausalLM` model, or a checkpoint folder / Hub id (loaded with
+            `AutoModelForCausalLM.from_pretrained`).
+        output_dir: when given, the Wren checkpoint (config, generation config, safetensors sharded at
+            `max_shard_size`, and the source's tokenizer) is saved there.
+        dtype: "auto"/None keeps the source's dtype; else "float32", "bfloat16", "float16" or a torch dtype.
+        tokenizer: tokenizer object or path to ship with it; by default the source folder's, if any
+            (False: none).
+        load_kwargs: extra `from_pretrained` arguments for a folder source (e.g. `{"gguf_file": ...}`).
+
+    A model object is not modified; the Wren model gets its own copy of the weights.
+    Raises `UnsupportedConversionError` (a ValueError) naming any feature Wren cannot reproduce.
+    """
+    dtype = resolve_dtype(dtype)
+    hf_model = load_causal_lm(source, dtype=dtype, load_kwargs=load_kwargs)
+    reject_quantized(hf_model)
+    config = config_to_wren(hf_model.config)
+    state_dict = state_dict_to_wren(hf_model.state_dict(), expected_shapes(WrenForCausalLM, config))
+    model = build_model(
+        WrenForCausalLM,
+        config,
+        state_dict,
+        dtype=dtype,
+        copy=isinstance(source, PreTrainedModel),
+        attn_implementation=hf_model.config._attn_implementation,
+    )
+    copy_generation_config(hf_model, model)
+    if output_dir is not None:
+        save_checkpoint(
+            model,
+            output_dir,
+            tokenizer=find_tokenizer(source, tokenizer, load_kwargs),
+            max_shard_size=max_shard_size,
+        )
+    return model
+
+
+def convert_from_wren(
+    model_or_path: "PreTrainedModel | str | Path",
+    output_dir: "str | Path | None" = None,
+    *,
+    target: str | None = None,
+    dtype: "str | torch.dtype | None" = None,
+    max_shard_size: "str | int" = "2GB",
+    tokenizer=None,
+) -> PreTrainedModel:
+    """Convert a Wren model back to a Hugging Face architecture.
+
+    `target` is one of llama, mistral, qwen2, qwen3, mixtral, qwen3_moe; by default the family that
+    expresses the model exactly (dense: Llama, or Qwen3 with qk_norm, Qwen2 with q/k/v-only bias,
+    Mistral with a sliding window; MoE: Mixtral, or Qwen3-MoE with qk_norm, dense layers or
+    unnormalised top-k). Raises `UnsupportedConversionError` saying why when no family can.
+    Saving works as in `convert_to_wren`.
+    """
+    dtype = resolve_dtype(dtype)
+    wren = load_causal_lm(model_or_path, dtype=dtype)
+    if wren.config.model_type != WrenConfig.model_type:
+        raise UnsupportedConversionError(
+            f"convert_from_wren needs a Wren model, got model_type {wren.config.model_type!r}; "
+            "use convert_to_wren for Hugging Face checkpoints."
+        )
+    hf_config = config_from_wren(wren.config, target)
+    model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(hf_config)]
+    state_dict = state_dict_from_wren(
+        wren.state_dict(), expected_shapes(model_class, hf_config), hf_config.model_type
+    )
+    model = build_model(
+        model_class,
+        hf_config,
+        state_dict,
+        dtype=dtype,
+        copy=isinstance(model_or_path, PreTrainedModel),
+        attn_implementation=wren.config._attn_implementation,
+    )
+    copy_generation_config(wren, model)
+    if output_dir is not None:
+        save_checkpoint(
+            model, output_dir, tokenizer=find_tokenizer(model_or_path, tokenizer), max_shard_size=max_shard_size
+        )
+    return model
+
+
+__all__ = ["convert_from_wren", "convert_to_wren"]
