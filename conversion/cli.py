@@ -1,0 +1,64 @@
+"""`wren convert`: HF checkpoint -> Wren, or Wren -> HF; the direction follows the source's model_type."""
+
+import argparse
+
+from .config_mapping import SOURCE_MODEL_TYPES, TARGET_MODEL_TYPES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="PATH",
+        help=f"checkpoint folder or Hub id: a Hugging Face {'/'.join(SOURCE_MODEL_TYPES)} model "
+        "(converted to Wren) or a Wren model (converted back)",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the converted checkpoint to")
+    parser.add_argument(
+        "--to",
+        choices=("wren",) + TARGET_MODEL_TYPES,
+        default=None,
+        help="target architecture: Wren for Hugging Face sources; for a Wren source the HF family "
+        "(default: the one that expresses the model exactly)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="weight dtype of the converted model (default: keep the source's)",
+    )
+    parser.add_argument(
+        "--max-shard-size", default="2GB", help="largest safetensors shard, e.g. 500MB or 5GB (default: 2GB)"
+    )
+
+
+def _load_kwargs(args: argparse.Namespace) -> dict:
+    """Extra `from_pretrained` arguments for the source (the place for e.g. a future `--gguf FILE`)."""
+    return {}
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import convert_from_wren, convert_to_wren
+    from .checkpoint_io import source_model_type
+
+    load_kwargs = _load_kwargs(args)
+    model_type = source_model_type(args.source, load_kwargs)
+    if model_type == "wren":
+        if args.to == "wren":
+            raise ValueError(f"{args.source} is already a Wren checkpoint; pick an HF family with --to.")
+        model = convert_from_wren(args.source, args.out, target=args.to, dtype=args.dtype,
+                                  max_shard_size=args.max_shard_size)
+        print(f"Converted Wren -> {model.config.model_type} ({type(model).__name__}) into {args.out}")
+        return 0
+    if args.to not in (None, "wren"):
+        raise ValueError(
+            f"{args.source} is a {model_type} checkpoint, which converts to Wren; --to {args.to} only applies "
+            "when converting a Wren checkpoint back."
+        )
+    model = convert_to_wren(
+        args.source, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size, load_kwargs=load_kwargs
+    )
+    layout = f"MoE, {model.config.num_experts} experts" if model.config.is_moe else "dense"
+    print(f"Converted {model_type} -> Wren ({layout}, {model.num_parameters():,} parameters) into {args.out}")
+    return 0
