@@ -32,12 +32,24 @@ def resolve_dtype(dtype: "str | torch.dtype | None") -> torch.dtype | None:
     return _DTYPES[name]
 
 
-def source_model_type(source: "str | Path", load_kwargs: dict | None = None) -> str:
-    """The `model_type` of a checkpoint folder or Hub id, read from its config only."""
+def load_config(source: "PreTrainedModel | str | Path", load_kwargs: dict | None = None):
+    """The config of a model object, or of a checkpoint folder / Hub id without loading its weights."""
+    if isinstance(source, PreTrainedModel):
+        return source.config
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"Expected a PreTrainedModel, a folder or a Hub id, got {type(source).__name__}.")
+    path = Path(source)
+    if path.is_dir() and not (path / "config.json").is_file() and not (load_kwargs or {}).get("gguf_file"):
+        raise FileNotFoundError(f"{path} has no config.json; is it a transformers checkpoint folder?")
     try:
-        return AutoConfig.from_pretrained(str(source), **(load_kwargs or {})).model_type
+        return AutoConfig.from_pretrained(str(source), **(load_kwargs or {}))
     except OSError as error:  # missing folder / unreachable Hub id: a user error, reported in one line
         raise FileNotFoundError(f"Cannot read a model config from {source}: {error}") from error
+
+
+def source_model_type(source: "str | Path", load_kwargs: dict | None = None) -> str:
+    """The `model_type` of a checkpoint folder or Hub id, read from its config only."""
+    return load_config(source, load_kwargs).model_type
 
 
 def load_causal_lm(
@@ -48,12 +60,12 @@ def load_causal_lm(
         return source
     if not isinstance(source, (str, Path)):
         raise TypeError(f"Expected a PreTrainedModel, a folder or a Hub id, got {type(source).__name__}.")
-    path = Path(source)
-    if path.exists() and not (path / "config.json").is_file() and not (load_kwargs or {}).get("gguf_file"):
-        raise FileNotFoundError(f"{path} has no config.json; is it a transformers checkpoint folder?")
     kwargs = dict(load_kwargs or {})
     kwargs.setdefault("dtype", dtype if dtype is not None else "auto")
-    return AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+    except OSError as error:  # e.g. a config without weights
+        raise FileNotFoundError(f"Cannot load a model from {source}: {error}") from error
 
 
 def reject_quantized(model: PreTrainedModel) -> None:
@@ -147,6 +159,7 @@ __all__ = [
     "copy_generation_config",
     "find_tokenizer",
     "load_causal_lm",
+    "load_config",
     "reject_quantized",
     "resolve_dtype",
     "save_checkpoint",

@@ -16,6 +16,7 @@ from transformers import (
     Qwen3Config,
     Qwen3MoeConfig,
 )
+from huggingface_hub.errors import StrictDataclassError
 from transformers.utils import logging
 
 from ..configuration import WrenConfig
@@ -88,7 +89,10 @@ def config_to_wren(hf_config: PreTrainedConfig) -> WrenConfig:
     fields["sliding_window"] = _sliding_window_to_wren(hf_config, model_type)
     if model_type in MOE_MODEL_TYPES:
         fields.update(_moe_fields_to_wren(hf_config, model_type))
-    return WrenConfig(**fields)
+    try:
+        return WrenConfig(**fields)
+    except (ValueError, TypeError, StrictDataclassError) as error:
+        raise UnsupportedConversionError(f"This {model_type} config is not a valid Wren config: {error}") from error
 
 
 def _reject_unsupported_attributes(hf_config, model_type: str) -> None:
@@ -335,13 +339,13 @@ def config_from_wren(wren_config: WrenConfig, target: str | None = None) -> PreT
         if wren_config.is_moe and getattr(wren_config, name)
     ]
     if dropped:
-        logger.warning("%s has no counterpart for these training-only Wren settings: %s", target, ", ".join(dropped))
+        logger.warning_once(f"{target} has no counterpart for these training-only Wren settings: {', '.join(dropped)}")
 
     fields = _common_fields_from_wren(wren_config)
     fields.update(_FAMILY_FIELDS[target](wren_config))
     try:
         return HF_CONFIG_CLASSES[target](**fields)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, StrictDataclassError) as error:
         raise UnsupportedConversionError(f"{target} rejects this Wren model's configuration: {error}") from error
 
 

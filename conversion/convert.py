@@ -13,6 +13,7 @@ from .checkpoint_io import (
     copy_generation_config,
     find_tokenizer,
     load_causal_lm,
+    load_config,
     reject_quantized,
     resolve_dtype,
     save_checkpoint,
@@ -47,6 +48,7 @@ def convert_to_wren(
     Raises `UnsupportedConversionError` (a ValueError) naming any feature Wren cannot reproduce.
     """
     dtype = resolve_dtype(dtype)
+    config_to_wren(load_config(source, load_kwargs))  # refuse unsupported sources before loading weights
     hf_model = load_causal_lm(source, dtype=dtype, load_kwargs=load_kwargs)
     reject_quantized(hf_model)
     config = config_to_wren(hf_model.config)
@@ -88,12 +90,14 @@ def convert_from_wren(
     Saving works as in `convert_to_wren`.
     """
     dtype = resolve_dtype(dtype)
-    wren = load_causal_lm(model_or_path, dtype=dtype)
-    if wren.config.model_type != WrenConfig.model_type:
+    source_config = load_config(model_or_path)
+    if source_config.model_type != WrenConfig.model_type:
         raise UnsupportedConversionError(
-            f"convert_from_wren needs a Wren model, got model_type {wren.config.model_type!r}; "
+            f"convert_from_wren needs a Wren model, got model_type {source_config.model_type!r}; "
             "use convert_to_wren for Hugging Face checkpoints."
         )
+    config_from_wren(source_config, target)  # refuse inexpressible targets before loading weights
+    wren = load_causal_lm(model_or_path, dtype=dtype)
     hf_config = config_from_wren(wren.config, target)
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(hf_config)]
     state_dict = state_dict_from_wren(
