@@ -54,15 +54,18 @@ _UNSUPPORTED_MODEL_TYPES = {
     "phi3": "fused qkv / gate_up projections and partial rotary embeddings",
 }
 
-# Config attributes that change the computation and that Wren has no counterpart for.
+# Config attributes that change the computation and that Wren has no counterpart for, with the
+# values that mean "feature off".
+_OFF = (None, 0, 0.0, False)
+_IDENTITY = (None, 1, 1.0)
 _UNSUPPORTED_ATTRIBUTES = {
-    "attn_logit_softcapping": "attention logit softcapping",
-    "final_logit_softcapping": "final logit softcapping",
-    "shared_expert_intermediate_size": "a gated shared expert (Qwen2-MoE style)",
-    "logits_scaling": "scaled output logits",
-    "embedding_multiplier": "scaled input embeddings",
-    "residual_multiplier": "scaled residual branches",
-    "attention_multiplier": "a custom attention scale",
+    "attn_logit_softcapping": ("attention logit softcapping", _OFF),
+    "final_logit_softcapping": ("final logit softcapping", _OFF),
+    "shared_expert_intermediate_size": ("a gated shared expert (Qwen2-MoE style)", _OFF),
+    "logits_scaling": ("scaled output logits", _IDENTITY),
+    "embedding_multiplier": ("scaled input embeddings", _IDENTITY),
+    "residual_multiplier": ("scaled residual branches", _IDENTITY),
+    "attention_multiplier": ("a custom attention scale", (None,)),
 }
 
 # Wren MoE fields used only while training that no HF family stores (dropped on export, with a warning).
@@ -96,9 +99,9 @@ def config_to_wren(hf_config: PreTrainedConfig) -> WrenConfig:
 
 
 def _reject_unsupported_attributes(hf_config, model_type: str) -> None:
-    for name, feature in _UNSUPPORTED_ATTRIBUTES.items():
+    for name, (feature, neutral) in _UNSUPPORTED_ATTRIBUTES.items():
         value = getattr(hf_config, name, None)
-        if value not in (None, 0, 0.0, 1, 1.0, False):
+        if value not in neutral:
             raise UnsupportedConversionError(
                 f"Cannot convert this {model_type} config to Wren: it uses {feature} (`{name}={value!r}`), "
                 "which Wren does not implement."

@@ -97,7 +97,8 @@ def test_qwen3_moe_layer_layout(layout, expected):
     [
         (Qwen2MoeConfig, dict(num_experts=4), "qwen2_moe.*shared_expert_gate"),
         (Gemma2Config, dict(), "gemma2.*softcapping"),
-        (LlamaConfig, dict(attn_logit_softcapping=50.0), "attention logit softcapping"),
+        (LlamaConfig, dict(attn_logit_softcapping=1.0), "attention logit softcapping"),
+        (Qwen3Config, dict(final_logit_softcapping=30.0), "final logit softcapping"),
         (Qwen2Config, dict(use_sliding_window=True, sliding_window=8, max_window_layers=1),
          r"sliding-window attention on some layers only \(layers \[1, 2\]"),
         (Qwen3Config, dict(use_sliding_window=True, sliding_window=8, max_window_layers=2),
@@ -110,7 +111,7 @@ def test_qwen3_moe_layer_layout(layout, expected):
         (Qwen3MoeConfig, dict(num_experts=4, moe_intermediate_size=24, num_experts_per_tok=8),
          "(?s)not a valid Wren config.*num_experts_per_tok"),
     ],
-    ids=["qwen2_moe", "gemma2", "softcapping_attr", "qwen2_partial_sliding", "qwen3_partial_sliding",
+    ids=["qwen2_moe", "gemma2", "softcapping_attr", "final_softcapping_attr", "qwen2_partial_sliding", "qwen3_partial_sliding",
          "partial_rotary", "qwen3_moe_irregular_layout", "qwen3_moe_no_moe_layer", "top_k_above_experts"],
 )
 def test_unsupported_sources_are_refused(config_class, overrides, match):
