@@ -1,0 +1,143 @@
+"""End-to-end pretraining on a tiny corpus: outputs, exact bits per character, accumulation, MoE logging."""
+
+import json
+from pathlib import Path
+import math
+
+import pytest
+import torch
+from training_testing import read_metrics, train_losses
+
+import wrenlm  # noqa: F401
+from wrenlm.training.config import PretrainConfig, apply_overrides
+from wrenlm.training.pretrain import run_pretraining
+
+
+def pretrain(settings: dict, **kwargs) -> dict:
+    return run_pretraining(apply_overrides(PretrainConfig(), settings), **kwargs)
+
+
+def test_final_save_loads_with_auto_classes_and_bpc_is_exact(tiny_settings, corpus_dir, tokenizer_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    settings = tiny_settings(max_steps=6, eval_every=3)
+    results = pretrain(settings)
+    out = Path(settings["output_dir"])
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "WrenForCausalLM" and len(tok) == model.config.vocab_size
+    assert GenerationConfig.from_pretrained(out).eos_token_id == tok.eos_token_id
+    generated = model.generate(**tok("KING.", return_tensors="pt"), max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] > 1
+
+    # Independent bits per character: rebuild the validation stream from the raw text, score it with
+    # plain logits + log_softmax, divide by the raw character count.
+    from wrenlm.training.data import load_documents, split_documents
+
+    splits = split_documents(load_documents([str(corpus_dir)]), val_fraction=settings["val_fraction"], mode="tail")
+    texts = splits["validation"]["text"]
+    eos = tok.eos_token_id
+    stream = [eos]
+    for text in texts:
+        stream += tok(text, add_special_tokens=False)["input_ids"] + [eos]
+    block = settings["seq_len"]
+    total_nll, total_targets = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(stream) - 1, block - 1):
+            ids = torch.tensor([stream[start : start + block]])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+            targets = ids[0, 1:]
+            total_nll -= logp[torch.arange(len(targets)), targets].sum().item()
+            total_targets += len(targets)
+    chars = sum(len(t) for t in texts)
+    assert total_targets == len(stream) - 1
+    assert results["validation_chars"] == chars
+    assert results["validation_loss"] == pytest.approx(total_nll / total_targets, rel=1e-5)
+    assert results["validation_bits_per_char"] == pytest.approx(total_nll / (math.log(2) * chars), rel=1e-5)
+    assert results["validation_perplexity"] == pytest.approx(math.exp(total_nll / total_targets), rel=1e-5)
+
+    metrics = read_metrics(out)
+    assert [r["step"] for r in metrics if "eval/bits_per_char" in r] == [3, 6]
+    assert any(r.get("samples/0", "").startswith("KING.") for r in metrics)
+    assert json.loads((out / "train_results.json").read_text())["global_step"] == 6
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tiny_settings, tmp_path):
+    big = tiny_settings(output_dir=tmp_path / "big", per_device_batch_size=8, max_steps=4, eval_every=0)
+    acc = tiny_settings(
+        output_dir=tmp_path / "acc", per_device_batch_size=4, gradient_accumulation_steps=2, max_steps=4, eval_every=0
+    )
+    pretrain(big)
+    pretrain(acc)
+    a, b = train_losses(big["output_dir"]), train_losses(acc["output_dir"])
+    assert list(a) == [1, 2, 3, 4]
+    assert [a[s] for s in a] == pytest.approx([b[s] for s in a], rel=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_settings, tmp_path):
+    plain = tiny_settings(output_dir=tmp_path / "plain", max_steps=3, eval_every=0, final_eval=False)
+    ckpt = tiny_settings(
+        output_dir=tmp_path / "ckpt", max_steps=3, eval_every=0, final_eval=False, gradient_checkpointing=True
+    )
+    pretrain(plain)
+    pretrain(ckpt)
+    a, b = train_losses(plain["output_dir"]), train_losses(ckpt["output_dir"])
+    assert [a[s] for s in a] == pytest.approx([b[s] for s in a], rel=1e-5)
+
+
+def test_moe_router_losses_are_logged_separately_and_bias_updates(tiny_settings):
+    settings = tiny_settings(
+        max_steps=3,
+        eval_every=0,
+        model={"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "router_bias_update_rate": 0.01},
+    )
+    pretrain(settings)
+    logs = [r for r in read_metrics(settings["output_dir"]) if "train/loss" in r]
+    for record in logs:
+        assert record["train/aux_loss"] > 0 and record["train/z_loss"] > 0
+        assert record["train/lm_loss"] < record["train/loss"]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(settings["output_dir"])
+    assert any(router.expert_bias.abs().sum() > 0 for router in model.routers())
+
+
+def test_tensorboard_tracking(tiny_settings):
+    settings = tiny_settings(max_steps=2, eval_every=2, report_to="tensorboard")
+    pretrain(settings)
+    assert list((Path(settings["output_dir"]) / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_tracking_is_optional_without_tensorboard(monkeypatch):
+    import builtins
+
+    from wrenlm.training.trainer import resolve_trackers
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith("tensorboard."):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    assert resolve_trackers("auto") == []
+    assert resolve_trackers("none") == []
+    assert resolve_trackers("tensorboard,trackio") == ["tensorboard", "trackio"]
+
+
+def test_tokenizer_is_trained_first_then_reused(tiny_settings, tmp_path):
+    pytest.importorskip("wrenlm.tokenization", reason="needs the Wren tokenizer trainer")
+    from wrenlm.tokenization import train_tokenizer  # noqa: F401
+
+    settings = tiny_settings(max_steps=1, eval_every=0, final_eval=False, tokenizer=None, vocab_size=320)
+    pretrain(settings)
+    out = Path(settings["output_dir"])
+    first = (out / "tokenizer.json").read_text()
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(out)) == 320
+    pretrain({**settings, "resume": "never", "vocab_size": 400})  # reused: the saved one wins
+    assert (out / "tokenizer.json").read_text() == first

@@ -1,0 +1,116 @@
+"""Atomic, rotating training checkpoints built on `accelerator.save_state`.
+
+A checkpoint is written by every process into `checkpoints/.tmp-step-NNNNNNNN/` (Accelerate writes
+model, optimizer, scheduler and each process' RNG states; we add `trainer_state.json`), then the
+main process renames it to `checkpoints/step-NNNNNNNN/` in one `os.replace`. A crash at any point
+of the save leaves at most a `.tmp-*` folder, which is never picked as "latest" and is removed by
+the next save, so the newest complete checkpoint is always intact. After a successful save only
+the `keep_last` newest checkpoints are kept.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+STATE_FILE = "trainer_state.json"
+_NAME = re.compile(r"^step-(\d{8,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = _NAME.match(path.name)
+        if match and path.is_dir() and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    checkpoints = list_checkpoints(root)
+    return checkpoints[-1] if checkpoints else None
+
+
+def read_trainer_state(checkpoint: str | os.PathLike) -> dict:
+    return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+class CheckpointManager:
+    """Save/rotate/find checkpoints of one run. All processes call `save`; only the main one renames."""
+
+    def __init__(self, root: str | os.PathLike, keep_last: int = 2):
+        self.root = Path(root)
+        self.keep_last = keep_last
+
+    def save(self, accelerator, step: int, trainer_state: dict) -> Path:
+        final = self.root / checkpoint_name(step)
+        tmp = self.root / f".tmp-{checkpoint_name(step)}"
+        if accelerator.is_main_process:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for stale in self.root.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp.mkdir()
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        if accelerator.is_main_process:
+            with open(tmp / STATE_FILE, "w") as handle:
+                json.dump(trainer_state, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if final.exists():  # re-saving the same step (e.g. after resuming at it): swap in the new one
+                old = self.root / f".tmp-old-{checkpoint_name(step)}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+            _fsync_dir(self.root)
+            self.prune()
+        accelerator.wait_for_everyone()
+        return final
+
+    def prune(self) -> list[Path]:
+        """Delete all but the `keep_last` newest checkpoints (0 keeps everything)."""
+        if self.keep_last <= 0:
+            return []
+        removed = list_checkpoints(self.root)[: -self.keep_last]
+        for path in removed:
+            shutil.rmtree(path, ignore_errors=True)
+        return removed
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.root)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = [
+    "STATE_FILE",
+    "CheckpointManager",
+    "checkpoint_name",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "read_trainer_state",
+]
