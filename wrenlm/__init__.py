@@ -3,10 +3,11 @@
 Importing this package registers `model_type="wren"` with transformers' Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .configuration import PRESETS, WrenConfig, preset_config
 from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
+from .tokenization.tokenization_wren import WrenTokenizer
 
 __version__ = "0.1.0"
 
@@ -16,8 +17,17 @@ def _register() -> None:
     AutoConfig.register(WrenConfig.model_type, WrenConfig, exist_ok=True)
     AutoModel.register(WrenConfig, WrenModel, exist_ok=True)
     AutoModelForCausalLM.register(WrenConfig, WrenForCausalLM, exist_ok=True)
+    AutoTokenizer.register(WrenConfig, tokenizer_class=WrenTokenizer, exist_ok=True)
 
 
 _register()
 
-__all__ = ["PRESETS", "WrenConfig", "WrenForCausalLM", "WrenModel", "WrenPreTrainedModel", "preset_config"]
+__all__ = [
+    "PRESETS",
+    "WrenConfig",
+    "WrenForCausalLM",
+    "WrenModel",
+    "WrenPreTrainedModel",
+    "WrenTokenizer",
+    "preset_config",
+]
