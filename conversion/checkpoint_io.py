@@ -90,25 +90,45 @@ def build_model(
     dtype: torch.dtype | None,
     copy: bool,
     attn_implementation: str | None = None,
+    device_map: dict | None = None,
 ) -> PreTrainedModel:
     """Instantiate `model_class` from `config` with exactly `state_dict` (already checked against it).
 
     `copy=False` lets the new model share storage with the source tensors (the source is a temporary);
-    with `copy=True` the new model owns its weights.
+    with `copy=True` the new model owns its weights. `device_map` (see `placement`) puts it where the
+    source was; without one it is built on the CPU.
     """
     floating = [tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()]
     dtype = dtype or (floating[0] if floating else torch.float32)
     weights, done = {}, {}  # `done`: tensors shared under several names (tied weights) are converted once
     for name, tensor in state_dict.items():
-        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
+        key = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tensor.stride())
         if key not in done:
             converted = tensor.to(dtype) if tensor.is_floating_point() else tensor
             done[key] = converted.clone() if copy and converted.data_ptr() == tensor.data_ptr() else converted
         weights[name] = done[key]
     config.dtype = dtype
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if device_map:
+        kwargs["device_map"] = device_map
     model = model_class.from_pretrained(None, config=config, state_dict=weights, dtype=dtype, **kwargs)
     return model.eval()
+
+
+def placement(model: PreTrainedModel) -> dict | None:
+    """A `device_map` that puts a converted model where `model` is (None: the CPU).
+
+    Wren and the HF families share module names (model.embed_tokens, model.layers.N, model.norm,
+    lm_head), so a multi-device `hf_device_map` applies as it is.
+    """
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map and len(set(device_map.values())) > 1:
+        return dict(device_map)
+    devices = {param.device for param in model.parameters()}
+    if len(devices) == 1:
+        device = devices.pop()
+        return None if device.type == "cpu" else {"": device}
+    return None
 
 
 def find_tokenizer(source, tokenizer=None, load_kwargs: dict | None = None):
@@ -160,6 +180,7 @@ __all__ = [
     "find_tokenizer",
     "load_causal_lm",
     "load_config",
+    "placement",
     "reject_quantized",
     "resolve_dtype",
     "save_checkpoint",

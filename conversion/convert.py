@@ -14,6 +14,7 @@ from .checkpoint_io import (
     find_tokenizer,
     load_causal_lm,
     load_config,
+    placement,
     reject_quantized,
     resolve_dtype,
     save_checkpoint,
@@ -60,6 +61,7 @@ def convert_to_wren(
         dtype=dtype,
         copy=isinstance(source, PreTrainedModel),
         attn_implementation=hf_model.config._attn_implementation,
+        device_map=placement(hf_model),
     )
     copy_generation_config(hf_model, model)
     if output_dir is not None:
@@ -110,6 +112,7 @@ def convert_from_wren(
         dtype=dtype,
         copy=isinstance(model_or_path, PreTrainedModel),
         attn_implementation=wren.config._attn_implementation,
+        device_map=placement(wren),
     )
     copy_generation_config(wren, model)
     if output_dir is not None:

@@ -50,6 +50,12 @@ def state_dict_from_wren(state_dict: dict[str, torch.Tensor], expected: dict[str
 
 
 def _match(state_dict: dict, expected: dict[str, torch.Size], target: str) -> dict:
+    on_meta = [name for name, tensor in state_dict.items() if tensor.device.type == "meta"]
+    if on_meta:
+        raise UnsupportedConversionError(
+            f"{len(on_meta)} source weight(s) have no data (meta device), e.g. {on_meta[:3]}: the model was "
+            "offloaded by a device_map (to 'cpu' or 'disk'); load it fully onto devices or the CPU to convert it."
+        )
     unexpected = sorted(set(state_dict) - set(expected))
     if unexpected:
         raise UnsupportedConversionError(

@@ -121,3 +121,10 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         convert_to_wren(tmp_path / "empty")
+
+
+def test_offloaded_source_is_refused(parity):
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(LlamaConfig(**parity.TINY))
+    with pytest.raises(ValueError, match="have no data \\(meta device\\).*offloaded"):
+        convert_to_wren(hf)
