@@ -17,18 +17,40 @@ from .train import BACKENDS, DEFAULT_MIN_FREQUENCY, train_tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", nargs="+", required=True, metavar="FILE_OR_DIR",
-                        help="UTF-8 text files, or directories read recursively (hidden entries skipped)")
+    parser.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="UTF-8 text files, or directories read recursively (hidden entries skipped)",
+    )
     parser.add_argument("--vocab-size", type=int, required=True, help="total vocabulary size, specials included")
-    parser.add_argument("--special-tokens", nargs="*", default=[], metavar="TOKEN",
-                        help=f"extra special tokens, reserved after the defaults {' '.join(DEFAULT_SPECIAL_TOKENS)}")
+    parser.add_argument(
+        "--special-tokens",
+        nargs="*",
+        default=[],
+        metavar="TOKEN",
+        help=f"extra special tokens, reserved after the defaults {' '.join(DEFAULT_SPECIAL_TOKENS)}",
+    )
     parser.add_argument("--out", required=True, help="output folder for the tokenizer (created if needed)")
-    parser.add_argument("--backend", choices=BACKENDS, default="tokenizers",
-                        help="tokenizers: the Rust trainer (default); python: Wren's trainer (same result)")
-    parser.add_argument("--min-frequency", type=int, default=DEFAULT_MIN_FREQUENCY,
-                        help="never merge a pair seen fewer times than this (default: %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="python backend: processes counting pre-tokens (default: automatic)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="tokenizers",
+        help="tokenizers: the Rust trainer (default); python: Wren's trainer (same result)",
+    )
+    parser.add_argument(
+        "--min-frequency",
+        type=int,
+        default=DEFAULT_MIN_FREQUENCY,
+        help="never merge a pair seen fewer times than this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="python backend: processes counting pre-tokens (default: automatic)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -45,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     )
     tokenizer.save_pretrained(args.out)
     seconds = time.perf_counter() - start
-    print(f"trained a {len(tokenizer)}-token vocabulary ({args.backend} backend) in {seconds:.1f} s; saved to {args.out}")
+    print(
+        f"trained a {len(tokenizer)}-token vocabulary ({args.backend} backend) in {seconds:.1f} s; saved to {args.out}"
+    )
     if len(tokenizer) < args.vocab_size:
         print(f"note: the corpus supports only {len(tokenizer)} tokens at min_frequency={args.min_frequency}")
     return 0

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 

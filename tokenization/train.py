@@ -68,8 +68,10 @@ def train_bpe(
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    specials = validate_special_tokens(special_tokens or ()) if exact_special_tokens else resolve_special_tokens(
-        special_tokens
+    specials = (
+        validate_special_tokens(special_tokens or ())
+        if exact_special_tokens
+        else resolve_special_tokens(special_tokens)
     )
     check_vocab_size(vocab_size, specials)
     files = resolve_input_files(inputs)
@@ -81,8 +83,9 @@ def train_bpe(
         if not word_counts:
             raise ValueError("the training corpus is empty: it holds nothing but special tokens")
         return train_bpe_from_counts(word_counts, vocab_size, specials, min_frequency, show_progress)
-    return train_bpe_with_tokenizers(iter_text_segments(blocks, specials), vocab_size, specials, min_frequency,
-                                     show_progress)
+    return train_bpe_with_tokenizers(
+        iter_text_segments(blocks, specials), vocab_size, specials, min_frequency, show_progress
+    )
 
 
 def train_bpe_with_tokenizers(

@@ -3,7 +3,6 @@
 import random
 
 import pytest
-
 from wrenlm.tokenization import train_tokenizer
 
 
@@ -32,7 +31,7 @@ def _code(rng: random.Random) -> str:
         name = rng.choice(["load", "parse", "merge", "encode", "train"]) + f"_{rng.randint(0, 50)}"
         blocks.append(
             f"def {name}(self, x, y={i}):\n"
-            f"    \"\"\"Return {name} of x.\"\"\"\n"
+            f'    """Return {name} of x."""\n'
             f"    if x is None or y != {rng.randint(0, 9)}:\n"
             f"        raise ValueError(f'bad {{x!r}}')\n"
             f"\tfor k in range(len(x)):  # tab-indented\n"
@@ -44,10 +43,32 @@ def _code(rng: random.Random) -> str:
 
 def _non_english(rng: random.Random) -> str:
     words = [
-        "привет", "мир", "Москва", "слово", "язык", "данные",  # Cyrillic
-        "مرحبا", "بالعالم", "كتاب", "لغة",  # Arabic
-        "日本語", "のテキスト", "東京", "中文字符串", "机器学习", "한국어", "문장입니다",  # CJK
-        "Ελληνικά", "שלום", "हिन्दी", "ภาษาไทย", "Tiếng", "Việt", "straße", "naïve", "café",  # others
+        "привет",
+        "мир",
+        "Москва",
+        "слово",
+        "язык",
+        "данные",  # Cyrillic
+        "مرحبا",
+        "بالعالم",
+        "كتاب",
+        "لغة",  # Arabic
+        "日本語",
+        "のテキスト",
+        "東京",
+        "中文字符串",
+        "机器学习",
+        "한국어",
+        "문장입니다",  # CJK
+        "Ελληνικά",
+        "שלום",
+        "हिन्दी",
+        "ภาษาไทย",
+        "Tiếng",
+        "Việt",
+        "straße",
+        "naïve",
+        "café",  # others
     ]
     lines = []
     for _ in range(700):
@@ -61,7 +82,22 @@ def _emoji(rng: random.Random) -> str:
 
 
 def _whitespace(rng: random.Random) -> str:
-    pieces = [" ", "  ", "\n", "\n\n", "\n\n\n", "\t", "\t\t", "\r\n", "   x", "y  \n", "\u00a0", "\u3000z", " \n ", "w"]
+    pieces = [
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\n\n\n",
+        "\t",
+        "\t\t",
+        "\r\n",
+        "   x",
+        "y  \n",
+        "\u00a0",
+        "\u3000z",
+        " \n ",
+        "w",
+    ]
     return "".join(rng.choice(pieces) for _ in range(12000))
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Regex, pre_tokenizers
-
 from wrenlm.tokenization import (
     DEFAULT_SPECIAL_TOKENS,
     WREN_PRETOKENIZE_PATTERN,
@@ -107,8 +106,11 @@ def test_base_vocabulary_layout():
     assert sorted(bytes_to_unicode().values()) == sorted(pre_tokenizers.ByteLevel.alphabet())
     assert bytes_to_unicode()[ord(" ")] == "Ġ"
     vocab = byte_level_base_vocab()
-    assert list(vocab)[:5] == list(DEFAULT_SPECIAL_TOKENS) == ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>",
-                                                              "<|im_end|>"]
+    assert (
+        list(vocab)[:5]
+        == list(DEFAULT_SPECIAL_TOKENS)
+        == ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
+    )
     assert len(vocab) == 261 and list(vocab)[5:] == sorted(bytes_to_unicode().values())
 
 
