@@ -22,6 +22,7 @@ from .checkpoint_io import (
 from .config_mapping import config_from_wren, config_to_wren
 from .errors import UnsupportedConversionError
 from .state_dict_mapping import expected_shapes, state_dict_from_wren, state_dict_to_wren
+from .tokenizer_conversion import tokenizer_from_wren, tokenizer_to_wren
 
 
 def convert_to_wren(
@@ -42,7 +43,8 @@ def convert_to_wren(
             `max_shard_size`, and the source's tokenizer) is saved there.
         dtype: "auto"/None keeps the source's dtype; else "float32", "bfloat16", "float16" or a torch dtype.
         tokenizer: tokenizer object or path to ship with it; by default the source folder's, if any
-            (False: none).
+            (False: none). It is saved as a `WrenTokenizer` with the source's exact pipeline, special
+            tokens and chat template when probes confirm identical behaviour, else unchanged.
         load_kwargs: extra `from_pretrained` arguments for a folder source (e.g. `{"gguf_file": ...}`).
 
     A model object is not modified; the Wren model gets its own copy of the weights.
@@ -68,7 +70,7 @@ def convert_to_wren(
         save_checkpoint(
             model,
             output_dir,
-            tokenizer=find_tokenizer(source, tokenizer, load_kwargs),
+            tokenizer=tokenizer_to_wren(find_tokenizer(source, tokenizer, load_kwargs)),
             max_shard_size=max_shard_size,
         )
     return model
@@ -89,7 +91,8 @@ def convert_from_wren(
     expresses the model exactly (dense: Llama, or Qwen3 with qk_norm, Qwen2 with q/k/v-only bias,
     Mistral with a sliding window; MoE: Mixtral, or Qwen3-MoE with qk_norm, dense layers or
     unnormalised top-k). Raises `UnsupportedConversionError` saying why when no family can.
-    Saving works as in `convert_to_wren`.
+    Saving works as in `convert_to_wren`; a `WrenTokenizer` is saved as transformers' plain
+    `TokenizersBackend` (same pipeline, verified) so the folder loads without wrenlm.
     """
     dtype = resolve_dtype(dtype)
     source_config = load_config(model_or_path)
@@ -117,7 +120,10 @@ def convert_from_wren(
     copy_generation_config(wren, model)
     if output_dir is not None:
         save_checkpoint(
-            model, output_dir, tokenizer=find_tokenizer(model_or_path, tokenizer), max_shard_size=max_shard_size
+            model,
+            output_dir,
+            tokenizer=tokenizer_from_wren(find_tokenizer(model_or_path, tokenizer)),
+            max_shard_size=max_shard_size,
         )
     return model
 
