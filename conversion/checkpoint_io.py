@@ -151,9 +151,9 @@ def find_tokenizer(source, tokenizer=None, load_kwargs: dict | None = None):
         if kwargs.get("gguf_file") or any((path / name).is_file() for name in TOKENIZER_FILES):
             return AutoTokenizer.from_pretrained(str(path), **kwargs)
         return None
-    if isinstance(source, PreTrainedModel) or path.exists():
+    if path.exists():
         return None
-    try:  # a Hub id: the tokenizer may or may not be there
+    try:  # a Hub id (or a model object loaded from one): the tokenizer may or may not be there
         return AutoTokenizer.from_pretrained(str(location), **kwargs)
     except (OSError, ValueError):
         return None
