@@ -424,7 +424,8 @@ def _qwen3_moe_fields(c: WrenConfig) -> dict:
     if sparse == [i for i in range(c.num_hidden_layers) if (i + 1) % step == 0]:
         layout = dict(decoder_sparse_step=step, mlp_only_layers=[])
     else:
-        layout = dict(decoder_sparse_step=1, mlp_only_layers=[i for i in range(c.num_hidden_layers) if i not in sparse])
+        dense = [i for i in range(c.num_hidden_layers) if i not in sparse]
+        layout = dict(decoder_sparse_step=1, mlp_only_layers=dense)
     return dict(
         num_experts=c.num_experts,
         num_experts_per_tok=c.num_experts_per_tok,

@@ -111,7 +111,8 @@ def test_qwen3_moe_layer_layout(layout, expected):
         (Qwen3MoeConfig, dict(num_experts=4, moe_intermediate_size=24, num_experts_per_tok=8),
          "(?s)not a valid Wren config.*num_experts_per_tok"),
     ],
-    ids=["qwen2_moe", "gemma2", "softcapping_attr", "final_softcapping_attr", "qwen2_partial_sliding", "qwen3_partial_sliding",
+    ids=["qwen2_moe", "gemma2", "softcapping_attr", "final_softcapping_attr", "qwen2_partial_sliding",
+         "qwen3_partial_sliding",
          "partial_rotary", "qwen3_moe_irregular_layout", "qwen3_moe_no_moe_layer", "top_k_above_experts"],
 )
 def test_unsupported_sources_are_refused(config_class, overrides, match):
