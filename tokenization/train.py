@@ -56,28 +56,24 @@ def train_bpe(
     show_progress: bool = True,
     num_workers: int | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
-    exact_special_tokens: bool = False,
 ) -> BPEModel:
     """Train a byte-level BPE on text files or directories and return its vocabulary and merges.
 
-    `special_tokens` are added after `DEFAULT_SPECIAL_TOKENS` unless `exact_special_tokens=True`, which uses
-    them as given (ids in that order). `min_frequency`: a pair seen fewer times is never merged (training stops
-    there). `num_workers` (python backend): processes counting pre-tokens (default one per CPU). Raises
-    `FileNotFoundError`/`PermissionError` for missing/unreadable inputs and `ValueError` for a vocabulary
-    smaller than 256 + specials, non-UTF-8 files, or a corpus without text.
+    The vocabulary reserves `DEFAULT_SPECIAL_TOKENS` and then the extra `special_tokens` (see
+    `resolve_special_tokens`). `min_frequency`: a pair seen fewer times is never merged (training stops there).
+    `num_workers` (python backend): processes counting pre-tokens (default: automatic, see `count_pretokens`).
+    Raises `FileNotFoundError`/`PermissionError` for missing/unreadable inputs and `ValueError` for a
+    vocabulary smaller than 256 + specials, non-UTF-8 files, or a corpus without text.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    specials = (
-        validate_special_tokens(special_tokens or ())
-        if exact_special_tokens
-        else resolve_special_tokens(special_tokens)
-    )
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    specials = resolve_special_tokens(special_tokens)
     check_vocab_size(vocab_size, specials)
     files = resolve_input_files(inputs)
     blocks = plan_blocks(files, block_bytes)
     if not blocks:
-        raise ValueError(f"the training corpus is empty: no text in {[str(f) for f in files] or list(inputs)}")
+        raise ValueError(f"the training corpus is empty: no text in {', '.join(map(str, files or inputs))}")
     if backend == "python":
         word_counts = count_pretokens(blocks, specials, num_workers=num_workers, show_progress=show_progress)
         if not word_counts:

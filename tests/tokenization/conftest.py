@@ -3,6 +3,7 @@
 import random
 
 import pytest
+
 from wrenlm.tokenization import train_tokenizer
 
 

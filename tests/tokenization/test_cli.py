@@ -4,9 +4,9 @@ import json
 
 import pytest
 from transformers import AutoTokenizer
-from wrenlm.tokenization import WrenTokenizer
 
 from wrenlm.cli import main
+from wrenlm.tokenization import WrenTokenizer
 
 
 @pytest.mark.parametrize("backend", ["python", "tokenizers"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Regex, pre_tokenizers
+
 from wrenlm.tokenization import (
     DEFAULT_SPECIAL_TOKENS,
     WREN_PRETOKENIZE_PATTERN,
@@ -219,8 +220,8 @@ def test_empty_corpus_is_rejected(tmp_path, backend):
         train_bpe([empty], 300, backend=backend, show_progress=False)
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(ValueError, match="corpus is empty"):
-        train_bpe([folder], 300, backend=backend, show_progress=False)
+    with pytest.raises(ValueError, match="corpus is empty: no text in .*folder"):
+        train_bpe(folder, 300, backend=backend, show_progress=False)
     only_specials = _write(tmp_path, "<|eos|><|pad|>", "specials.txt")
     with pytest.raises(ValueError, match="nothing but special tokens"):
         train_bpe([only_specials], 300, backend=backend, show_progress=False)

@@ -1,5 +1,6 @@
 """WrenTokenizer: round trips, TokenizerTesterMixin-style checks, Auto/remote-code loading, foreign pipelines, chat."""
 
+import functools
 import json
 import pickle
 import subprocess
@@ -12,9 +13,9 @@ from hypothesis import strategies as st
 from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
 from tokenizers.models import BPE
 from transformers import AutoTokenizer, TokenizersBackend
-from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, WrenTokenizer
 
 import wrenlm
+from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, WrenTokenizer
 
 SAMPLES = [
     "Hello world! Don't panic: 12345 apples.",
@@ -47,13 +48,9 @@ def test_untrained_byte_level_tokenizer_round_trips(text):
         assert len(ids) == len(text.encode("utf-8"))
 
 
-_UNTRAINED = []
-
-
+@functools.cache
 def _untrained() -> WrenTokenizer:
-    if not _UNTRAINED:
-        _UNTRAINED.append(WrenTokenizer())
-    return _UNTRAINED[0]
+    return WrenTokenizer()
 
 
 def test_every_byte_sequence_encodes_without_unknown_tokens(trained_tokenizer):
