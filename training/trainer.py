@@ -66,10 +66,13 @@ class TrainState:
     elapsed_s: float = 0.0
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """`auto`: bf16 on GPUs that have it, fp16 on other CUDA GPUs, full fp32 on CPU."""
+def resolve_mixed_precision(setting: str) -> str | None:
+    """`auto`: the accelerate config's choice if launched with one, else bf16 on GPUs that have it,
+    fp16 on other CUDA GPUs, full fp32 on CPU."""
     if setting != "auto":
         return setting
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # `accelerate launch --config_file ...` / `--mixed_precision`: let Accelerate read it
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
@@ -241,6 +244,10 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.samples_in_epoch = 0
                 continue
+            # Accelerate's loader re-applies its own epoch counter to the sampler on every `iter()`;
+            # set it through the loader (a skipping loader copies it) so the order is (seed, epoch)'s.
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(self.state.epoch)
             self.sampler.set_epoch(self.state.epoch)
             if skip:
                 loader = acc.skip_first_batches(loader, skip)
