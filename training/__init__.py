@@ -1,1 +1,49 @@
-"""wrenlm.training"""
+"""wrenlm.training: data pipeline, the shared Accelerate loop, and `wren pretrain`.
+
+    from wrenlm.training import Trainer, TrainingConfig, PretrainConfig, run_pretraining
+    from wrenlm.training import DEFAULT_OUTPUT_DIR      # where `wren pretrain` saves the main job
+
+Heavy modules (torch, datasets, accelerate) load on first attribute access.
+"""
+
+import importlib
+
+from .defaults import DEFAULT_OUTPUT_DIR, DEFAULT_PRESET, cache_dir
+
+_LAZY = {
+    "Trainer": "trainer",
+    "TrainerCallback": "trainer",
+    "TrainState": "trainer",
+    "make_accelerator": "trainer",
+    "generate_text": "trainer",
+    "per_sequence_nll": "trainer",
+    "TrainingConfig": "config",
+    "PretrainConfig": "config",
+    "add_config_arguments": "config",
+    "config_from_args": "config",
+    "apply_overrides": "config",
+    "CheckpointManager": "checkpointing",
+    "latest_checkpoint": "checkpointing",
+    "weight_decay_groups": "optim",
+    "build_optimizer": "optim",
+    "build_scheduler": "optim",
+    "load_documents": "data",
+    "split_documents": "data",
+    "build_lm_datasets": "data",
+    "collate_blocks": "data",
+    "bits_per_character": "data",
+    "default_corpus_files": "corpus",
+    "CorpusUnavailableError": "corpus",
+    "run_pretraining": "pretrain",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_OUTPUT_DIR", "DEFAULT_PRESET", "cache_dir", *_LAZY]

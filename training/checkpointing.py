@@ -9,12 +9,23 @@ the `keep_last` newest checkpoints are kept.
 """
 
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
 STATE_FILE = "trainer_state.json"
+
+
+class _TiedWeightsNoise(logging.Filter):
+    """Accelerate warns on every save that tied `lm_head.weight` is stored once; that is expected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNoise())
 _NAME = re.compile(r"^step-(\d{8,})$")
 
 

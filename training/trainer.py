@@ -265,7 +265,13 @@ class Trainer:
     def resume_from(self, checkpoint: str | os.PathLike) -> None:
         """Load model/optimizer/scheduler/RNG states and the loop position from a checkpoint folder."""
         checkpoint = Path(checkpoint)
-        self.accelerator.load_state(str(checkpoint))
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except (RuntimeError, KeyError, ValueError) as error:
+            raise ValueError(
+                f"Cannot resume from {checkpoint}: it does not match this model/optimizer ({str(error)[:300]}). "
+                "Start over with --resume never, or use another --output-dir."
+            ) from error
         saved = read_trainer_state(checkpoint)
         self.state = TrainState(**{k: v for k, v in saved["state"].items() if k in TrainState.__dataclass_fields__})
         self._truncate_metrics(self.state.global_step)

@@ -141,3 +141,19 @@ def test_tokenizer_is_trained_first_then_reused(tiny_settings, tmp_path):
     assert len(AutoTokenizer.from_pretrained(out)) == 320
     pretrain({**settings, "resume": "never", "vocab_size": 400})  # reused: the saved one wins
     assert (out / "tokenizer.json").read_text() == first
+
+
+def test_rerun_of_a_finished_run_resumes_without_training(tiny_settings):
+    settings = tiny_settings(max_steps=4, eval_every=0)
+    first = pretrain(settings)
+    second = pretrain(settings)
+    assert second["global_step"] == first["global_step"] == 4
+    assert second["validation_loss"] == first["validation_loss"]
+    assert sorted(train_losses(settings["output_dir"])) == [1, 2, 3, 4]
+
+
+def test_resuming_into_a_different_model_is_a_clear_error(tiny_settings):
+    settings = tiny_settings(max_steps=2, eval_every=0, final_eval=False)
+    pretrain(settings)
+    with pytest.raises(ValueError, match="(?s)Cannot resume from .*--resume never"):
+        pretrain({**settings, "max_steps": 3, "model": {**settings["model"], "hidden_size": 48}})
