@@ -4,11 +4,59 @@ import json
 import random
 from pathlib import Path
 
-WORDS = (
-    "the king queen lord lady good sweet night day love death sword crown heart eyes speak thou thee "
-    "thy hath doth art wilt shall come go stay fair foul honour grace heaven earth blood fire water "
-    "friend enemy father mother son daughter brother sister noble gentle villain fool mad sad merry"
-).split()
+WORDS = [
+    "the",
+    "king",
+    "queen",
+    "lord",
+    "lady",
+    "good",
+    "sweet",
+    "night",
+    "day",
+    "love",
+    "death",
+    "sword",
+    "crown",
+    "heart",
+    "eyes",
+    "speak",
+    "thou",
+    "thee",
+    "thy",
+    "hath",
+    "doth",
+    "art",
+    "wilt",
+    "shall",
+    "come",
+    "go",
+    "stay",
+    "fair",
+    "foul",
+    "honour",
+    "grace",
+    "heaven",
+    "earth",
+    "blood",
+    "fire",
+    "water",
+    "friend",
+    "enemy",
+    "father",
+    "mother",
+    "son",
+    "daughter",
+    "brother",
+    "sister",
+    "noble",
+    "gentle",
+    "villain",
+    "fool",
+    "mad",
+    "sad",
+    "merry",
+]
 SPEAKERS = ["KING.", "QUEEN.", "FOOL.", "HAMLET.", "ROSALIND.", "CAFÉ-KEEPER."]
 
 
@@ -41,46 +89,48 @@ def build_tokenizer(files: list[Path], vocab_size: int):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train([str(f) for f in files], trainer)
     return TokenizersBackend(tokenizer_object=tok, pad_token=specials[0], bos_token=specials[1], eos_token=specials[2])
 
 
-TINY_MODEL = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+TINY_MODEL = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 
 
 def tiny_pretrain_settings(corpus_dir, tokenizer_dir, output_dir, **overrides) -> dict:
     """Settings for a seconds-long `run_pretraining` on the generated corpus (JSON-serialisable)."""
-    settings = dict(
-        output_dir=str(output_dir),
-        data=[str(corpus_dir)],
-        tokenizer=str(tokenizer_dir),
-        seq_len=32,
-        val_fraction=0.1,
-        per_device_batch_size=8,
-        eval_batch_size=8,
-        max_steps=8,
-        warmup_steps=2,
-        learning_rate=3e-3,
-        eval_every=4,
-        save_every=4,
-        log_every=1,
-        keep_last=3,
-        sample_prompts=["KING."],
-        sample_max_new_tokens=8,
-        progress_bar=False,
-        report_to="none",
-        seed=7,
-        model=dict(TINY_MODEL),
-    )
+    settings = {
+        "output_dir": str(output_dir),
+        "data": [str(corpus_dir)],
+        "tokenizer": str(tokenizer_dir),
+        "seq_len": 32,
+        "val_fraction": 0.1,
+        "per_device_batch_size": 8,
+        "eval_batch_size": 8,
+        "max_steps": 8,
+        "warmup_steps": 2,
+        "learning_rate": 3e-3,
+        "eval_every": 4,
+        "save_every": 4,
+        "log_every": 1,
+        "keep_last": 3,
+        "sample_prompts": ["KING."],
+        "sample_max_new_tokens": 8,
+        "progress_bar": False,
+        "report_to": "none",
+        "seed": 7,
+        "model": dict(TINY_MODEL),
+    }
     model = overrides.pop("model", None)
     settings.update(overrides)
     if model:

@@ -46,4 +46,32 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_OUTPUT_DIR", "DEFAULT_PRESET", "cache_dir", *_LAZY]
+__all__ = [
+    "DEFAULT_OUTPUT_DIR",
+    "DEFAULT_PRESET",
+    "CheckpointManager",
+    "CorpusUnavailableError",
+    "PretrainConfig",
+    "TrainState",
+    "Trainer",
+    "TrainerCallback",
+    "TrainingConfig",
+    "add_config_arguments",
+    "apply_overrides",
+    "bits_per_character",
+    "build_lm_datasets",
+    "build_optimizer",
+    "build_scheduler",
+    "cache_dir",
+    "collate_blocks",
+    "config_from_args",
+    "default_corpus_files",
+    "generate_text",
+    "latest_checkpoint",
+    "load_documents",
+    "make_accelerator",
+    "per_sequence_nll",
+    "run_pretraining",
+    "split_documents",
+    "weight_decay_groups",
+]

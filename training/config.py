@@ -137,7 +137,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
     else:
         values = yaml.safe_load(text) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"Config file {path} must hold a mapping of settings, got {type(values).__name__}.")
+        raise ValueError(  # noqa: TRY004 - a user error: the CLI reports ValueError in one line
+            f"Config file {path} must hold a mapping of settings, got {type(values).__name__}."
+        )
     return values
 
 
@@ -173,7 +175,9 @@ def _coerce(name: str, value, annotation):
             return value.lower() in ("true", "yes", "1")
         raise ValueError(f"`{name}` must be true or false, got {value!r}.")
     if annotation is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
             raise ValueError(f"`{name}` must be an integer, got {value!r}.")
         return int(value)
     if annotation is float:

@@ -37,7 +37,7 @@ def _pip_download(requirement: str, dest: Path, timeout: float = 300.0) -> None:
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]
     command += ["--dest", str(dest), requirement]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise CorpusUnavailableError(_instructions(f"running pip failed: {error}")) from error
     if result.returncode != 0:

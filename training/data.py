@@ -24,7 +24,6 @@ break), `documents` holds out whole documents chosen by a seeded permutation; `a
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,9 +46,7 @@ def _collect_files(path: Path) -> list[Path]:
     files = [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES + JSON_SUFFIXES]
     files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(path).parts)]
     if not files:
-        raise FileNotFoundError(
-            f"No text files ({', '.join(TEXT_SUFFIXES + JSON_SUFFIXES)}) found under {path}."
-        )
+        raise FileNotFoundError(f"No text files ({', '.join(TEXT_SUFFIXES + JSON_SUFFIXES)}) found under {path}.")
     return files
 
 
@@ -80,7 +77,9 @@ def load_documents(
     import datasets
 
     inputs = list(inputs or [])
-    if not inputs or (len(inputs) == 1 and inputs[0].lower() in DEFAULT_CORPUS_ALIASES and not Path(inputs[0]).exists()):
+    if not inputs or (
+        len(inputs) == 1 and inputs[0].lower() in DEFAULT_CORPUS_ALIASES and not Path(inputs[0]).exists()
+    ):
         from .corpus import default_corpus_files
 
         inputs = [str(p) for p in default_corpus_files()]
@@ -125,7 +124,7 @@ def _load_hub_dataset(name: str, text_field: str, config: str | None, split: str
 
     try:
         dataset = datasets.load_dataset(name, config, split=split, cache_dir=cache_dir)
-    except Exception as error:  # noqa: BLE001 - many network/Hub error types; one clear message
+    except Exception as error:
         raise ValueError(
             f"Could not load {name!r} as a local path or a Hugging Face dataset ({type(error).__name__}: {error})."
         ) from error

@@ -1,8 +1,8 @@
 """`wren pretrain`: tokenizer -> data -> Wren model -> Accelerate loop -> `save_pretrained`.
 
-    from wrenlm.training.pretrain import run_pretraining
-    from wrenlm.training.config import PretrainConfig
-    results = run_pretraining(PretrainConfig(max_steps=100, output_dir="runs/quick"))
+from wrenlm.training.pretrain import run_pretraining
+from wrenlm.training.config import PretrainConfig
+results = run_pretraining(PretrainConfig(max_steps=100, output_dir="runs/quick"))
 """
 
 import json
@@ -69,13 +69,16 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
 
 
 def build_model(config: PretrainConfig, tokenizer):
-    from wrenlm import WrenForCausalLM, preset_config
     from wrenlm.configuration import PRESETS
+
+    from wrenlm import WrenForCausalLM, preset_config
 
     overrides = dict(config.model)
     overrides.setdefault("vocab_size", len(tokenizer))
     if overrides["vocab_size"] < len(tokenizer):
-        raise ValueError(f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer ({len(tokenizer)}).")
+        raise ValueError(
+            f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer ({len(tokenizer)})."
+        )
     preset_ctx = PRESETS.get(config.preset, {}).get("max_position_embeddings", 0)
     overrides.setdefault("max_position_embeddings", max(preset_ctx, config.seq_len))
     for name in ("bos", "eos", "pad"):
@@ -126,7 +129,9 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         _start_over(config, accelerator)
 
     with accelerator.main_process_first():
-        documents = load_documents(config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split)
+        documents = load_documents(
+            config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
+        )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
     tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
     with accelerator.main_process_first():
@@ -195,7 +200,11 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         summary = ", ".join(
             f"{name} {results[key]:.4f}"
-            for name, key in (("loss", "validation_loss"), ("perplexity", "validation_perplexity"), ("bits/char", "validation_bits_per_char"))
+            for name, key in (
+                ("loss", "validation_loss"),
+                ("perplexity", "validation_perplexity"),
+                ("bits/char", "validation_bits_per_char"),
+            )
             if key in results
         )
         _say(accelerator, f"\nValidation (all {stats['validation_blocks']} blocks): {summary}")

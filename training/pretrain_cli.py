@@ -1,9 +1,9 @@
 """`wren pretrain`: train a tokenizer and a Wren model (default: wren-tiny on Shakespeare).
 
-    wren pretrain                                   # the main job, a few minutes on 2 CPU cores
-    wren pretrain --data my_texts/ --max-steps 2000 --output-dir runs/mine
-    wren pretrain --config run.yaml --set model.num_hidden_layers=6
-    accelerate launch --multi_gpu --num_processes 2 -m wrenlm.training.pretrain_cli --output-dir runs/ddp
+wren pretrain                                   # the main job, a few minutes on 2 CPU cores
+wren pretrain --data my_texts/ --max-steps 2000 --output-dir runs/mine
+wren pretrain --config run.yaml --set model.num_hidden_layers=6
+accelerate launch --multi_gpu --num_processes 2 -m wrenlm.training.pretrain_cli --output-dir runs/ddp
 """
 
 import argparse

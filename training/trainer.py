@@ -399,7 +399,9 @@ class Trainer:
                 self.state.elapsed_s = time.perf_counter() - run_start
                 self.log(logs, step)
                 progress.set_postfix(
-                    loss=f"{logs['train/loss']:.3f}", lr=f"{logs['train/lr']:.2e}", tok_s=f"{logs['train/tokens_per_s']:.0f}"
+                    loss=f"{logs['train/loss']:.3f}",
+                    lr=f"{logs['train/lr']:.2e}",
+                    tok_s=f"{logs['train/tokens_per_s']:.0f}",
                 )
                 window = {"loss": 0.0, "aux_loss": 0.0, "z_loss": 0.0, "steps": 0, "tokens": 0}
                 window_start = time.perf_counter()

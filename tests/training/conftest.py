@@ -6,7 +6,6 @@ import pytest
 from training_testing import build_tokenizer, make_document, tiny_pretrain_settings
 
 
-
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
@@ -47,4 +46,3 @@ def _fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
-

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from training_testing import train_losses
-
 from wrenlm.training.checkpointing import CheckpointManager, latest_checkpoint, list_checkpoints, read_trainer_state
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
@@ -63,7 +62,12 @@ def test_keep_last_k(tmp_path):
 def _run_worker(settings: dict, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, str(WORKER), json.dumps(settings), *extra], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, str(WORKER), json.dumps(settings), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -71,9 +75,14 @@ def test_resume_after_sigkill_continues_exactly(tiny_settings, tmp_path):
     """A run killed (SIGKILL) after step 6 and resumed from its step-4 checkpoint reproduces the
     uninterrupted run bit for bit: same losses at every step, same final weights. Dropout is on, so
     the RNG state has to be restored too; the data order crosses an epoch boundary."""
-    common = dict(
-        max_steps=10, save_every=4, eval_every=5, log_every=1, per_device_batch_size=32, model={"attention_dropout": 0.2}
-    )
+    common = {
+        "max_steps": 10,
+        "save_every": 4,
+        "eval_every": 5,
+        "log_every": 1,
+        "per_device_batch_size": 32,
+        "model": {"attention_dropout": 0.2},
+    }
     reference = tiny_settings(output_dir=tmp_path / "reference", **common)
     interrupted = tiny_settings(output_dir=tmp_path / "interrupted", **common)
     # ~300 training blocks / 32 per step: 9 steps an epoch, so the run crosses into epoch 1.

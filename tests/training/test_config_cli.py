@@ -4,11 +4,11 @@ import argparse
 
 import pytest
 import yaml
-
-from wrenlm.cli import main as wren_main
 from wrenlm.training import pretrain_cli
 from wrenlm.training.config import PretrainConfig, config_from_args, parse_set_pairs
 from wrenlm.training.defaults import DEFAULT_OUTPUT_DIR
+
+from wrenlm.cli import main as wren_main
 
 
 def parse(argv):
@@ -27,7 +27,13 @@ def test_no_arguments_is_the_main_job():
 def test_flags_file_and_set_precedence(tmp_path):
     (tmp_path / "run.yaml").write_text(
         yaml.safe_dump(
-            {"max_steps": 50, "learning_rate": 1e-3, "seq_len": 64, "data": ["a.txt"], "model": {"num_hidden_layers": 2}}
+            {
+                "max_steps": 50,
+                "learning_rate": 1e-3,
+                "seq_len": 64,
+                "data": ["a.txt"],
+                "model": {"num_hidden_layers": 2},
+            }
         )
     )
     config = parse(
@@ -43,13 +49,15 @@ def test_flags_file_and_set_precedence(tmp_path):
 
 
 def test_toml_config(tmp_path):
-    (tmp_path / "run.toml").write_text('max_steps = 12\nlearning_rate = 5e-4\n[model]\nnum_experts = 4\n')
+    (tmp_path / "run.toml").write_text("max_steps = 12\nlearning_rate = 5e-4\n[model]\nnum_experts = 4\n")
     config = parse(["--config", str(tmp_path / "run.toml")])
     assert config.max_steps == 12 and config.learning_rate == 5e-4 and config.model == {"num_experts": 4}
 
 
 def test_set_values_are_typed():
-    assert parse_set_pairs(["learning_rate=3e-4", "progress_bar=false", "sample_prompts=[a, b]", "model.qk_norm=true"]) == {
+    assert parse_set_pairs(
+        ["learning_rate=3e-4", "progress_bar=false", "sample_prompts=[a, b]", "model.qk_norm=true"]
+    ) == {
         "learning_rate": 3e-4,
         "progress_bar": False,
         "sample_prompts": ["a", "b"],

@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from wrenlm.training.data import (
     EpochSampler,
     bits_per_character,
@@ -115,7 +114,9 @@ def test_packing_puts_eos_between_documents(corpus_dir, tokenizer):
     # Validation: EOS doc1 EOS doc2 EOS ..., blocks overlap by one token, every later token a target once.
     val_stream = [eos] + [t for doc in ids["validation"] for t in doc + [eos]]
     targets = []
-    for row_ids, row_labels, row_mask in zip(validation["input_ids"], validation["labels"], validation["attention_mask"]):
+    for row_ids, row_labels, row_mask in zip(
+        validation["input_ids"], validation["labels"], validation["attention_mask"]
+    ):
         labels = row_labels.tolist()
         assert len(labels) == block
         n = int(row_mask.sum())

@@ -1,17 +1,25 @@
 """Weight-decay groups and the warmup + cosine schedule."""
 
+import itertools
 import math
 
 import pytest
 import torch
-
-import wrenlm
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 from wrenlm.training.config import TrainingConfig
 from wrenlm.training.optim import build_optimizer, build_scheduler, weight_decay_groups
 
+import wrenlm
 
-@pytest.mark.parametrize("kwargs", [tiny_config_kwargs(), tiny_config_kwargs(tie_word_embeddings=False, attention_bias=True), tiny_moe_config_kwargs()])
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        tiny_config_kwargs(),
+        tiny_config_kwargs(tie_word_embeddings=False, attention_bias=True),
+        tiny_moe_config_kwargs(),
+    ],
+)
 def test_weight_decay_groups(kwargs):
     model = wrenlm.WrenForCausalLM(wrenlm.WrenConfig(**kwargs))
     decay, no_decay = weight_decay_groups(model, 0.1)
@@ -54,8 +62,8 @@ def test_warmup_then_cosine_to_min_ratio():
     assert lrs[0] == 0.0
     assert lrs[5] == pytest.approx(0.5e-3)
     assert lrs[10] == pytest.approx(1e-3)  # peak at the end of warmup
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # linear rise
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then monotone decay
+    assert all(a < b for a, b in itertools.pairwise(lrs[:11]))  # linear rise
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))  # then monotone decay
     mid = 10 + 50
     expected_mid = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lrs[mid] == pytest.approx(expected_mid)

@@ -1,16 +1,16 @@
 """End-to-end pretraining on a tiny corpus: outputs, exact bits per character, accumulation, MoE logging."""
 
 import json
-from pathlib import Path
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from training_testing import read_metrics, train_losses
-
-import wrenlm  # noqa: F401
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
+
+import wrenlm  # noqa: F401
 
 
 def pretrain(settings: dict, **kwargs) -> dict:
@@ -91,7 +91,12 @@ def test_moe_router_losses_are_logged_separately_and_bias_updates(tiny_settings)
     settings = tiny_settings(
         max_steps=3,
         eval_every=0,
-        model={"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "router_bias_update_rate": 0.01},
+        model={
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "router_bias_update_rate": 0.01,
+        },
     )
     pretrain(settings)
     logs = [r for r in read_metrics(settings["output_dir"]) if "train/loss" in r]
