@@ -152,11 +152,9 @@ def iter_text_segments(blocks: Iterable[tuple[str, int, int]], special_tokens: S
 
 def _count_blocks(job: tuple[list[tuple[str, int, int]], tuple[str, ...]], counts: Counter | None = None) -> Counter:
     blocks, special_tokens = job
-    splitter = SpecialTokenSplitter(special_tokens)
     counts = Counter() if counts is None else counts
-    for block in blocks:
-        for segment in splitter.split(read_block(block)):
-            counts.update(_PRETOKENIZER.findall(segment))
+    for segment in iter_text_segments(blocks, special_tokens):
+        counts.update(pretokenize(segment))
     return counts
 
 

@@ -8,10 +8,10 @@ Two backends give the same merges in the same order and the same ids:
 * ``"python"``: Wren's own incremental trainer (`bpe_trainer.train_bpe_from_counts`) on pre-token counts
   gathered by `pretokenization.count_pretokens`.
 
-Known limit: Python's `regex` knows Unicode 17 while the Oniguruma engine inside `tokenizers` knows
-Unicode 15.1, so the ~17k letters and ~330 digits first assigned in Unicode 16/17 (Garay, Sunuwar, CJK
-Extension J, ...) are `\\p{L}`/`\\p{N}` to the Python trainer only; on text containing them the two
-backends may cut pre-tokens differently. Encoding always uses the `tokenizers` engine.
+Known limit: Python's `regex` knows Unicode 17.0 while the Oniguruma engine inside `tokenizers` knows
+Unicode 16.0, so the ~17k letters and ~340 numbers that Unicode 17.0 added (CJK Extension J, Tangut
+Components Supplement, Sidetic, Tolong Siki, ...) are `\\p{L}`/`\\p{N}` to the Python trainer only; on text
+containing them the two backends may cut pre-tokens differently. Encoding always uses the `tokenizers` engine.
 """
 
 from __future__ import annotations
