@@ -49,7 +49,7 @@ class WrenConfig(PreTrainedConfig):
     Training:
         loss_chunk_size: tokens per chunk of the memory-lean LM head + cross-entropy used when
             training with labels (the full `[tokens, vocab]` logits are never materialised);
-            0 disables it.
+            None picks about 2**24 logits per chunk (512 tokens at vocab 32k), 0 disables it.
     """
 
     model_type = "wren"
@@ -112,7 +112,7 @@ class WrenConfig(PreTrainedConfig):
     router_jitter_noise: float = 0.0
     output_router_logits: bool = False
 
-    loss_chunk_size: int = 1024
+    loss_chunk_size: int | None = None
 
     pad_token_id: int | None = None
     bos_token_id: int | None = None
@@ -184,7 +184,7 @@ class WrenConfig(PreTrainedConfig):
             raise ValueError(f"`initializer_range` must be non-negative, got {self.initializer_range}.")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise ValueError(f"`sliding_window` must be a positive integer or None, got {self.sliding_window}.")
-        if self.loss_chunk_size < 0:
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 0:
             raise ValueError(f"`loss_chunk_size` must be >= 0 (0 disables chunking), got {self.loss_chunk_size}.")
         from transformers.activations import ACT2FN
 

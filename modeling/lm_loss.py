@@ -28,15 +28,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             logits = (hidden_c @ weight_c.T).float()
             valid = chunk_targets != ignore_index
             safe_targets = torch.where(valid, chunk_targets, torch.zeros_like(chunk_targets))
-            log_norm = torch.logsumexp(logits, dim=-1)
             target_logits = logits.gather(1, safe_targets[:, None]).squeeze(1)
+            log_norm = torch.logsumexp(logits, dim=-1)
             total += ((log_norm - target_logits) * valid).sum()
             if grad_hidden is None and grad_weight is None:
                 continue
-            # d(loss)/d(logits) = softmax - one_hot, zero on ignored positions, scaled by 1/normalizer.
-            grad_logits = torch.exp(logits - log_norm[:, None])
+            # d(loss)/d(logits) = softmax - one_hot, zero on ignored positions, scaled by 1/normalizer;
+            # built in place in the logits buffer so a chunk never holds more than one [chunk, vocab] array.
+            grad_logits = logits.sub_(log_norm[:, None]).exp_()
             grad_logits.scatter_add_(1, safe_targets[:, None], -torch.ones_like(log_norm)[:, None])
-            grad_logits *= (valid.float() / normalizer)[:, None]
+            grad_logits.mul_((valid.float() / normalizer)[:, None])
             grad_logits = grad_logits.to(compute_dtype)
             if grad_hidden is not None:
                 grad_hidden[start:end] = (grad_logits @ weight_c).to(hidden.dtype)
@@ -44,16 +45,29 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 grad_weight += (grad_logits.T @ hidden_c).float()
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
+        ctx.used = False
         return total / normalizer
 
     @staticmethod
     def backward(ctx, grad_output):
+        if ctx.used:
+            raise RuntimeError(
+                "The chunked LM loss folds its gradient in during forward and supports one backward pass; "
+                "set config.loss_chunk_size=0 to backpropagate through the loss more than once."
+            )
+        ctx.used = True
         grad_hidden, grad_weight = ctx.saved_tensors
+        # Scaled in place: a second [vocab, hidden] copy would cost as much as the weight itself.
         if grad_hidden is not None:
-            grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
+            grad_hidden = grad_hidden.mul_(grad_output.to(grad_hidden.dtype))
         if grad_weight is not None:
-            grad_weight = (grad_weight * grad_output).to(ctx.weight_dtype)
+            grad_weight = grad_weight.mul_(grad_output).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, None, None, None, None, None, None
+
+
+def auto_chunk_size(vocab_size: int) -> int:
+    """Tokens per chunk so that one chunk of fp32 logits is about 64 MiB (2**24 values)."""
+    return max(1, (1 << 24) // vocab_size)
 
 
 def chunked_causal_lm_loss(

@@ -23,7 +23,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from ..configuration.configuration_wren import WrenConfig
 from .attention import WrenAttention
-from .lm_loss import chunked_causal_lm_loss
+from .lm_loss import auto_chunk_size, chunked_causal_lm_loss
 from .mlp import WrenMLP
 from .moe import WrenExperts, WrenSparseMoeBlock, WrenTopKRouter
 from .norm import WrenRMSNorm
@@ -278,11 +278,10 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         hidden_states = outputs.last_hidden_state
 
         loss = logits = None
-        use_lean_loss = labels is not None and self.training and config.loss_chunk_size > 0
+        use_lean_loss = labels is not None and self.training and config.loss_chunk_size != 0
         if use_lean_loss:
-            loss = chunked_causal_lm_loss(
-                hidden_states, self.lm_head.weight, labels, chunk_size=config.loss_chunk_size, **kwargs
-            )
+            chunk_size = config.loss_chunk_size or auto_chunk_size(config.vocab_size)
+            loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_size=chunk_size, **kwargs)
         else:
             logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
             if labels is not None:

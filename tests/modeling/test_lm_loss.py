@@ -93,3 +93,19 @@ def test_chunked_loss_under_bf16_autocast_is_close():
     lean.backward()
     assert weight.grad.dtype == torch.float32
     torch.testing.assert_close(lean, plain, atol=0.05, rtol=0.02)
+
+
+def test_second_backward_through_chunked_loss_is_refused():
+    hidden, weight = torch.randn(1, 6, 8, requires_grad=True), torch.randn(10, 8, requires_grad=True)
+    loss = chunked_causal_lm_loss(hidden, weight, torch.randint(0, 10, (1, 6)), chunk_size=4)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()
+
+
+def test_auto_chunk_size_bounds_the_logits_per_chunk():
+    from wrenlm.modeling.lm_loss import auto_chunk_size
+
+    assert auto_chunk_size(32000) == 524
+    assert auto_chunk_size(4096) == 4096
+    assert auto_chunk_size(1 << 30) == 1
