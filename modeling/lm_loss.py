@@ -14,11 +14,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, targets, normalizer, chunk_size, ignore_index, compute_dtype, want_grads):
         num_tokens = hidden.shape[0]
         grad_hidden = torch.empty_like(hidden) if want_grads and hidden.requires_grad else None
-        grad_weight = (
-            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-            if want_grads and weight.requires_grad
-            else None
-        )
+        # Accumulated in the weight's own dtype, as autograd would return it; in place when dtypes allow.
+        grad_weight = torch.zeros_like(weight) if want_grads and weight.requires_grad else None
         weight_c = weight.to(compute_dtype)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, num_tokens, chunk_size):
@@ -40,11 +37,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             grad_logits.mul_((valid.float() / normalizer)[:, None])
             grad_logits = grad_logits.to(compute_dtype)
             if grad_hidden is not None:
-                grad_hidden[start:end] = (grad_logits @ weight_c).to(hidden.dtype)
-            if grad_weight is not None:
-                grad_weight += (grad_logits.T @ hidden_c).float()
+                grad_hidden[start:end] = grad_logits @ weight_c
+            if grad_weight is None:
+                continue
+            if grad_weight.dtype == compute_dtype:
+                grad_weight.addmm_(grad_logits.T, hidden_c)
+            else:
+                grad_weight += grad_logits.T @ hidden_c
         ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.weight_dtype = weight.dtype
         ctx.used = False
         return total / normalizer
 
@@ -61,7 +61,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         if grad_hidden is not None:
             grad_hidden = grad_hidden.mul_(grad_output.to(grad_hidden.dtype))
         if grad_weight is not None:
-            grad_weight = grad_weight.mul_(grad_output).to(ctx.weight_dtype)
+            grad_weight = grad_weight.mul_(grad_output.to(grad_weight.dtype))
         return grad_hidden, grad_weight, None, None, None, None, None, None
 
 

@@ -141,22 +141,27 @@ class WrenModel(WrenPreTrainedModel):
         """Fail loudly on ids outside the vocabulary and on sequences past the context window."""
         if is_torchdynamo_compiling():
             return
-        if input_ids is not None and input_ids.numel() > 0:
-            out_of_range = (input_ids < 0) | (input_ids >= self.config.vocab_size)
-            if out_of_range.any():
-                bad = input_ids[out_of_range][0].item()
-                raise ValueError(
-                    f"input_ids contains token id {bad}, outside the vocabulary of size {self.config.vocab_size} "
-                    "(valid ids are 0..vocab_size-1). Check that the tokenizer matches this model."
-                )
         past = cache.get_seq_length() if cache is not None else 0
-        past = past.item() if torch.is_tensor(past) else past
+        if torch.is_tensor(past):
+            # Static caches keep their length on the device; reading it would stall every decoding step.
+            return
         limit = self.config.max_position_embeddings
         # Dynamic NTK rope extends the window on the fly; every other rope type is bounded by it.
         if self.config.rope_parameters.get("rope_type") != "dynamic" and past + seq_len > limit:
             raise ValueError(
                 f"Sequence of {past + seq_len} tokens ({past} cached + {seq_len} new) exceeds the model's context "
                 f"window max_position_embeddings={limit}. Truncate the prompt or lower max_new_tokens."
+            )
+        # Prompts and training batches are checked; on accelerators decoding steps are not, since they
+        # feed back the model's own (in-range) tokens and the check would cost a device sync per token.
+        if input_ids is None or input_ids.numel() == 0 or (past > 0 and input_ids.device.type != "cpu"):
+            return
+        out_of_range = (input_ids < 0) | (input_ids >= self.config.vocab_size)
+        if out_of_range.any():
+            bad = input_ids[out_of_range][0].item()
+            raise ValueError(
+                f"input_ids contains token id {bad}, outside the vocabulary of size {self.config.vocab_size} "
+                "(valid ids are 0..vocab_size-1). Check that the tokenizer matches this model."
             )
 
     @merge_with_config_defaults

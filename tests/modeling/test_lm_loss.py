@@ -109,3 +109,14 @@ def test_auto_chunk_size_bounds_the_logits_per_chunk():
     assert auto_chunk_size(32000) == 524
     assert auto_chunk_size(4096) == 4096
     assert auto_chunk_size(1 << 30) == 1
+
+
+def test_chunked_loss_with_bf16_weights_accumulates_in_bf16():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 16, 32, dtype=torch.bfloat16)
+    weight = torch.randn(64, 32, dtype=torch.bfloat16)
+    labels = torch.randint(0, 64, (2, 16))
+    expected, got = reference_and_chunked(hidden, weight, labels, chunk_size=8)
+    assert got[2].dtype == torch.bfloat16
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g.float(), e.float(), atol=0.05, rtol=0.05)
