@@ -100,6 +100,8 @@ def make_accelerator(config: TrainingConfig, **kwargs):
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
     has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
     trackers = resolve_trackers(config.report_to)
     accelerator = Accelerator(
