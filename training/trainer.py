@@ -287,6 +287,8 @@ class Trainer:
         checkpoint = self.checkpoints.latest() if setting == "auto" else Path(setting)
         if checkpoint is not None:
             self.resume_from(checkpoint)
+        else:
+            self._truncate_metrics(0)  # a run that died before its first checkpoint starts over
 
     def save_checkpoint(self) -> Path:
         step = self.state.global_step
