@@ -81,9 +81,8 @@ def estimate_naive_seconds(
         per_step.append((time.perf_counter() - start) / steps)
     if len(points) == 1:
         return per_step[0] * total
-    seconds = 0.0
-    for (k0, t0), (k1, t1) in zip(zip(points, per_step), list(zip(points, per_step))[1:]):
-        seconds += (k1 - k0) * (t0 + t1) / 2
+    samples = list(zip(points, per_step))
+    seconds = sum((k1 - k0) * (t0 + t1) / 2 for (k0, t0), (k1, t1) in zip(samples, samples[1:]))
     return seconds + (total - points[-1]) * per_step[-1]
 
 

@@ -123,10 +123,17 @@ def make_corpus(name: str, seed: int = 0) -> str:
     return CORPUS_BUILDERS[name](random.Random(f"{name}-{seed}"))
 
 
-def write_corpus(directory, name: str, text: str):
-    path = directory / f"{name}.txt"
+def write_text(path, text: str):
+    """Write UTF-8 text byte for byte (no newline translation) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8", newline="")
     return path
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    """`write_file(text, name="corpus.txt")` -> a file with that text in the test's tmp_path."""
+    return lambda text, name="corpus.txt": write_text(tmp_path / name, text)
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +145,7 @@ def corpora() -> dict[str, str]:
 def corpus_dir(tmp_path_factory, corpora):
     directory = tmp_path_factory.mktemp("corpus")
     for name, text in corpora.items():
-        write_corpus(directory, name, text)
+        write_text(directory / f"{name}.txt", text)
     return directory
 
 

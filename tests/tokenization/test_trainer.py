@@ -28,12 +28,6 @@ from wrenlm.tokenization.tokenization_wren import byte_level_base_vocab, bytes_t
 CORPUS_NAMES = ["prose", "code", "non_english", "emoji", "whitespace", "runs"]
 
 
-def _write(tmp_path: Path, text: str, name: str = "corpus.txt") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8", newline="")
-    return path
-
-
 def _train_both(inputs, vocab_size, **kwargs):
     rust = train_bpe(inputs, vocab_size, backend="tokenizers", show_progress=False, **kwargs)
     python = train_bpe(inputs, vocab_size, backend="python", show_progress=False, **kwargs)
@@ -49,8 +43,8 @@ def _assert_same(rust, python):
 
 @pytest.mark.parametrize("name", CORPUS_NAMES)
 @pytest.mark.parametrize(("vocab_size", "min_frequency"), [(600, 2), (1500, 0)])
-def test_python_and_rust_learn_identical_merges_and_ids(tmp_path, corpora, name, vocab_size, min_frequency):
-    path = _write(tmp_path, corpora[name])
+def test_python_and_rust_learn_identical_merges_and_ids(write_file, corpora, name, vocab_size, min_frequency):
+    path = write_file(corpora[name])
     rust, python = _train_both([path], vocab_size, min_frequency=min_frequency)
     _assert_same(rust, python)
     assert len(rust.merges) > 20, "the corpus should teach a real number of merges"
@@ -59,10 +53,9 @@ def test_python_and_rust_learn_identical_merges_and_ids(tmp_path, corpora, name,
     assert tokenizer_from_bpe(python).encode(sample) == tokenizer_from_bpe(rust).encode(sample)
 
 
-def test_backends_identical_on_a_directory_of_mixed_corpora_with_specials(corpus_dir, tmp_path):
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    _write(extra, "x<|eos|>y <|im_start|>user\nhi<|im_end|>\n" * 50 + "<|tool|>call()<|tool|>" * 30, "chat.txt")
+def test_backends_identical_on_a_directory_of_mixed_corpora_with_specials(corpus_dir, write_file):
+    chat = "x<|eos|>y <|im_start|>user\nhi<|im_end|>\n" * 50 + "<|tool|>call()<|tool|>" * 30
+    extra = write_file(chat, "extra/chat.txt").parent
     rust, python = _train_both([corpus_dir, extra], 2500, special_tokens=["<|tool|>"])
     _assert_same(rust, python)
 
@@ -79,8 +72,8 @@ def test_multiprocess_counting_and_small_blocks_change_nothing(corpus_dir, corpo
     assert one == dict(whole)
 
 
-def test_blocks_cut_only_before_newline_after_visible_ascii(tmp_path, corpora):
-    path = _write(tmp_path, corpora["prose"] + corpora["whitespace"])
+def test_blocks_cut_only_before_newline_after_visible_ascii(write_file, corpora):
+    path = write_file(corpora["prose"] + corpora["whitespace"])
     blocks = plan_blocks([path], 500)
     assert len(blocks) > 10
     data = path.read_bytes()
@@ -165,9 +158,9 @@ def test_trainer_is_deterministic_and_independent_of_word_order(corpora):
     assert first == again == shuffled
 
 
-def test_special_tokens_are_reserved_first_and_never_split_or_merged(tmp_path):
+def test_special_tokens_are_reserved_first_and_never_split_or_merged(write_file):
     text = "alpha<|eos|>beta <|im_start|>user\nhello<|im_end|>\n" * 200 + "<|tool|>" * 500
-    path = _write(tmp_path, text)
+    path = write_file(text)
     for backend in ("python", "tokenizers"):
         tok = train_tokenizer([path], 400, special_tokens=["<|tool|>"], backend=backend, show_progress=False)
         vocab = tok.get_vocab()
@@ -195,8 +188,8 @@ def test_train_tokenizer_returns_a_wren_tokenizer_with_defaults(corpus_dir):
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
 
 
-def test_train_shows_a_progress_bar(tmp_path, corpora, capsys):
-    train_bpe([_write(tmp_path, corpora["prose"])], 400, backend="python", show_progress=True)
+def test_train_shows_a_progress_bar(write_file, corpora, capsys):
+    train_bpe([write_file(corpora["prose"])], 400, backend="python", show_progress=True)
     assert "Computing merges" in capsys.readouterr().err
 
 
@@ -204,8 +197,8 @@ def test_train_shows_a_progress_bar(tmp_path, corpora, capsys):
 
 
 @pytest.mark.parametrize("backend", ["python", "tokenizers"])
-def test_vocab_size_smaller_than_bytes_plus_specials_is_rejected(tmp_path, backend):
-    path = _write(tmp_path, "hello world\n")
+def test_vocab_size_smaller_than_bytes_plus_specials_is_rejected(write_file, backend):
+    path = write_file("hello world\n")
     with pytest.raises(ValueError, match=r"vocab_size=260 is too small.*256 byte tokens \+ 5 special tokens = 261"):
         train_bpe([path], 260, backend=backend, show_progress=False)
     with pytest.raises(ValueError, match="= 262"):
@@ -214,15 +207,15 @@ def test_vocab_size_smaller_than_bytes_plus_specials_is_rejected(tmp_path, backe
 
 
 @pytest.mark.parametrize("backend", ["python", "tokenizers"])
-def test_empty_corpus_is_rejected(tmp_path, backend):
-    empty = _write(tmp_path, "", "empty.txt")
+def test_empty_corpus_is_rejected(write_file, tmp_path, backend):
+    empty = write_file("", "empty.txt")
     with pytest.raises(ValueError, match="corpus is empty"):
         train_bpe([empty], 300, backend=backend, show_progress=False)
     folder = tmp_path / "folder"
     folder.mkdir()
     with pytest.raises(ValueError, match="corpus is empty: no text in .*folder"):
         train_bpe(folder, 300, backend=backend, show_progress=False)
-    only_specials = _write(tmp_path, "<|eos|><|pad|>", "specials.txt")
+    only_specials = write_file("<|eos|><|pad|>", "specials.txt")
     with pytest.raises(ValueError, match="nothing but special tokens"):
         train_bpe([only_specials], 300, backend=backend, show_progress=False)
 
@@ -238,15 +231,15 @@ def test_missing_and_undecodable_inputs_are_rejected(tmp_path, backend):
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
-def test_unreadable_input_is_rejected(tmp_path):
-    path = _write(tmp_path, "secret\n")
+def test_unreadable_input_is_rejected(write_file):
+    path = write_file("secret\n")
     path.chmod(0)
     with pytest.raises(PermissionError, match="not readable"):
         train_bpe([path], 300, show_progress=False)
 
 
-def test_bad_arguments_are_rejected(tmp_path):
-    path = _write(tmp_path, "hello\n")
+def test_bad_arguments_are_rejected(write_file):
+    path = write_file("hello\n")
     with pytest.raises(ValueError, match="unknown backend"):
         train_bpe([path], 300, backend="rust")
     with pytest.raises(ValueError, match="contains whitespace"):
