@@ -292,6 +292,41 @@ def _pack_validation(batch, block_size: int, eos_id: int, pad_id: int):
     return out
 
 
+def build_eval_blocks(documents, tokenizer, block_size: int, *, desc: str = "validation"):
+    """Tokenize + pack a document dataset the way validation is packed (see the module docstring).
+
+    Returns a torch-formatted dataset of overlapping blocks with `input_ids`, `labels`,
+    `attention_mask` and `num_chars`, so any subset's bits per character is exact (`wren eval` uses it too).
+    """
+    if block_size < 2:
+        raise ValueError(f"`block_size` must be >= 2, got {block_size}.")
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ValueError("The tokenizer has no EOS token; documents are packed with EOS between them.")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    tokenized = documents.map(
+        _tokenize_batch,
+        batched=True,
+        remove_columns=documents.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "with_chars": True, "char_table": token_char_table(tokenizer)},
+        desc=f"tokenize ({desc})",
+    )
+    if not all(tokenized["exact_chars"]):
+        logger.warning(
+            "The tokenizer is not lossless byte-level BPE: bits per character are exact over the whole "
+            f"{desc} split but approximate for a subset of its blocks."
+        )
+    blocks = tokenized.map(
+        _pack_validation,
+        batched=True,
+        batch_size=None,
+        remove_columns=tokenized.column_names,
+        fn_kwargs={"block_size": block_size, "eos_id": eos_id, "pad_id": pad_id},
+        desc=f"pack {desc} blocks of {block_size}",
+    )
+    return blocks.with_format("torch")
+
+
 def build_lm_datasets(
     splits,
     tokenizer,
@@ -303,16 +338,8 @@ def build_lm_datasets(
 
     Returns `(train, validation, stats)` where stats has token/character totals of each split.
     """
-    import datasets
-
-    if block_size < 2:
-        raise ValueError(f"`block_size` must be >= 2, got {block_size}.")
+    validation = build_eval_blocks(splits["validation"], tokenizer, block_size)
     eos_id = tokenizer.eos_token_id
-    if eos_id is None:
-        raise ValueError("The tokenizer has no EOS token; pretraining packs documents with EOS between them.")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    char_table = token_char_table(tokenizer)
-
     train_tok = splits["train"].map(
         _tokenize_batch,
         batched=True,
@@ -321,18 +348,6 @@ def build_lm_datasets(
         num_proc=num_proc,
         desc="tokenize (train)",
     )
-    val_tok = splits["validation"].map(
-        _tokenize_batch,
-        batched=True,
-        remove_columns=splits["validation"].column_names,
-        fn_kwargs={"tokenizer": tokenizer, "with_chars": True, "char_table": char_table},
-        desc="tokenize (validation)",
-    )
-    if not all(val_tok["exact_chars"]):
-        logger.warning(
-            "The tokenizer is not lossless byte-level BPE: bits per character are exact over the whole "
-            "validation split but approximate for a subset of its blocks."
-        )
     train = train_tok.map(
         _pack_train,
         batched=True,
@@ -341,14 +356,6 @@ def build_lm_datasets(
         fn_kwargs={"block_size": block_size, "eos_id": eos_id},
         num_proc=num_proc,
         desc=f"pack train blocks of {block_size}",
-    )
-    validation = val_tok.map(
-        _pack_validation,
-        batched=True,
-        batch_size=None,
-        remove_columns=val_tok.column_names,
-        fn_kwargs={"block_size": block_size, "eos_id": eos_id, "pad_id": pad_id},
-        desc=f"pack validation blocks of {block_size}",
     )
     if len(train) == 0:
         raise ValueError(
@@ -362,10 +369,7 @@ def build_lm_datasets(
         "validation_blocks": len(validation),
         "validation_chars": int(sum(validation["num_chars"])),
     }
-    train = train.with_format("torch")
-    validation = validation.with_format("torch")
-    del datasets
-    return train, validation, stats
+    return train.with_format("torch"), validation, stats
 
 
 def collate_blocks(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -409,6 +413,7 @@ def bits_per_character(total_nll_nats: float, total_chars: int) -> float:
 __all__ = [
     "EpochSampler",
     "bits_per_character",
+    "build_eval_blocks",
     "build_lm_datasets",
     "collate_blocks",
     "load_documents",
