@@ -20,7 +20,7 @@ AUTO_MAP = {
 }
 
 
-def _relative_imports(path: Path) -> list[tuple[ast.ImportFrom, Path]]:
+def relative_imports(path: Path) -> list[tuple[ast.ImportFrom, Path]]:
     """Each `from .x import` / `from ..pkg.x import` statement of `path` with the file it refers to."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -44,7 +44,7 @@ def code_files(entry: str | Path) -> list[Path]:
         if path in files:
             continue
         files.append(path)
-        pending.extend(target for _, target in _relative_imports(path))
+        pending.extend(target for _, target in relative_imports(path))
     names = [path.name for path in files]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
@@ -55,7 +55,7 @@ def code_files(entry: str | Path) -> list[Path]:
 def flat_source(path: Path) -> str:
     """The text of `path` with every relative import rewritten to a sibling import (`from .module import`)."""
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for node, target in _relative_imports(path):
+    for node, target in relative_imports(path):
         line = lines[node.lineno - 1]
         written = "." * node.level + node.module
         if written not in line:

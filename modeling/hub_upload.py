@@ -43,6 +43,11 @@ def fetch_remote_file(repo_id: str, filename: str, folder: str | Path, *, token:
     return True
 
 
+def ensure_repo(repo_id: str, *, token: str, private: bool | None = None) -> str:
+    """Create the model repo unless it exists; returns its full id (a bare name gets the token owner's namespace)."""
+    return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
+
+
 def upload_checkpoint_folder(
     folder: str | Path,
     repo_id: str,
@@ -50,20 +55,18 @@ def upload_checkpoint_folder(
     token: str,
     files: list[str] | None = None,
     replacements: dict[str, bytes] | None = None,
-    private: bool | None = None,
     revision: str | None = None,
     create_pr: bool = False,
     commit_message: str = "Upload model",
     commit_description: str | None = None,
 ):
-    """Create the repo if needed and commit `files` (default: `pushable_files`); returns the `CommitInfo`.
+    """Commit `files` (default: `pushable_files`) to an existing repo; returns the `CommitInfo`.
 
     `replacements` maps a file name to the bytes to upload instead of the folder's copy (or in addition to it).
     """
     folder, replacements = Path(folder), dict(replacements or {})
     names = sorted(set(files if files is not None else pushable_files(folder)) | set(replacements))
     api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision not in (None, "main") and not create_pr:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     operations = [

@@ -27,7 +27,7 @@ from ..configuration.configuration_wren import WrenConfig
 from .attention import WrenAttention
 from .checkpoint_files import check_checkpoint_files
 from .code_export import AUTO_MAP, export_code
-from .hub_upload import fetch_remote_file, require_token, upload_checkpoint_folder
+from .hub_upload import ensure_repo, fetch_remote_file, require_token, upload_checkpoint_folder
 from .lm_loss import auto_chunk_size, chunked_causal_lm_loss
 from .mlp import WrenMLP
 from .model_card import CARD_FILE, write_model_card
@@ -139,10 +139,14 @@ class WrenPreTrainedModel(PreTrainedModel):
             return
         # This file's siblings (and the config module) are the model's code, wherever it runs from.
         export_code(__file__, save_directory)
+        if not push_to_hub:
+            self._write_model_card(save_directory)
+            return
+        token = require_token(kwargs.get("token"))
         repo_id = push_options.pop("repo_id", Path(save_directory).resolve().name)
-        self._write_model_card(save_directory, name=repo_id if push_to_hub else None)
-        if push_to_hub:
-            upload_checkpoint_folder(save_directory, repo_id, token=require_token(kwargs.get("token")), **push_options)
+        repo_id = ensure_repo(repo_id, token=token, private=push_options.pop("private", None))
+        self._write_model_card(save_directory, name=repo_id)
+        upload_checkpoint_folder(save_directory, repo_id, token=token, **push_options)
 
     def push_to_hub(
         self,
@@ -163,6 +167,7 @@ class WrenPreTrainedModel(PreTrainedModel):
         repo that wrenlm did not write is kept, as transformers does. Fails before any upload without a token.
         """
         token = require_token(token)
+        repo_id = ensure_repo(repo_id, token=token, private=private)
         with tempfile.TemporaryDirectory() as folder:
             fetch_remote_file(repo_id, CARD_FILE, folder, token=token, revision=revision)
             self.save_pretrained(folder, max_shard_size=max_shard_size)
@@ -171,7 +176,6 @@ class WrenPreTrainedModel(PreTrainedModel):
                 folder,
                 repo_id,
                 token=token,
-                private=private,
                 revision=revision,
                 create_pr=create_pr,
                 commit_message=commit_message or "Upload model",
