@@ -1,0 +1,46 @@
+"""Which model `wren chat` opens, and loading it (a Wren folder, a converted model, a Hub repo, or base + LoRA)."""
+
+import json
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..training.defaults import DEFAULT_OUTPUT_DIR
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def default_model() -> str:
+    """The model `wren chat` opens when none is named: the checkpoint the main `wren pretrain` job writes."""
+    return DEFAULT_OUTPUT_DIR
+
+
+def _is_adapter(location: str) -> bool:
+    return (Path(location) / ADAPTER_CONFIG).is_file()
+
+
+def load_chat_model(model: str | None = None, adapter: str | None = None):
+    """(model, tokenizer, label) for the demo.
+
+    `model` is a model folder or Hub repo id (default: `default_model()`), or an adapter folder, whose base model
+    it names; `adapter` is a PEFT (LoRA) adapter folder or repo applied on top. The tokenizer comes from the
+    adapter when it ships one (fine-tuning may add chat tokens), else from the model.
+    """
+    if model is None:
+        model = default_model()
+        if not Path(model).is_dir():
+            raise FileNotFoundError(
+                f"No model at {model}, the default (the checkpoint of the main training job). Create it with "
+                "`wren pretrain` (a few minutes on a CPU), or name a model: `wren chat FOLDER_OR_HUB_REPO`."
+            )
+    if adapter is None and _is_adapter(model):
+        adapter = model
+        model = json.loads((Path(adapter) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else model
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if adapter is None:
+        return base.eval(), tokenizer, str(model)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, adapter).eval(), tokenizer, f"{model} + adapter {adapter}"

@@ -1,0 +1,41 @@
+"""Fixtures of the demo tests: a tokenizer with the scripted reply's pieces, scripted models, a launched demo."""
+
+import pytest
+from demo_testing import REPLY_PIECES, scripted_model
+from wrenlm.tokenization import WrenTokenizer
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    tokenizer = WrenTokenizer()
+    tokenizer.add_tokens(REPLY_PIECES)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def reply_model(chat_tokenizer):
+    return scripted_model(chat_tokenizer, REPLY_PIECES)
+
+
+@pytest.fixture(scope="session")
+def endless_model(chat_tokenizer):
+    """Never ends a turn by itself: only max_new_tokens or a stop ends it (a long context leaves room)."""
+    return scripted_model(chat_tokenizer, REPLY_PIECES, loop=True, context=4096)
+
+
+@pytest.fixture
+def launch():
+    """`launch(model, tokenizer, **build_kwargs)` -> url of the demo served on 127.0.0.1 (closed after the test)."""
+    from wrenlm.demo import build_demo
+
+    demos = []
+
+    def start(model, tokenizer, **kwargs):
+        demo = build_demo(model, tokenizer, label="scripted test model", **kwargs)
+        demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+        demos.append(demo)
+        return demo.local_url.rstrip("/")
+
+    yield start
+    for demo in demos:
+        demo.close()
