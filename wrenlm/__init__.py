@@ -1,6 +1,7 @@
 """wrenlm: the Wren decoder family for the Hugging Face stack.
 
-Importing this package registers `model_type="wren"` with transformers' Auto classes.
+Importing this package registers `model_type="wren"` with transformers' Auto classes and PEFT's
+default LoRA target modules.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -8,6 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from .configuration import PRESETS, WrenConfig, preset_config
 from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
 from .tokenization.tokenization_wren import WrenTokenizer
+from .training.lora import register_peft_defaults
 
 __version__ = "0.1.0"
 
@@ -18,6 +20,8 @@ def _register() -> None:
     AutoModel.register(WrenConfig, WrenModel, exist_ok=True)
     AutoModelForCausalLM.register(WrenConfig, WrenForCausalLM, exist_ok=True)
     AutoTokenizer.register(WrenConfig, tokenizer_class=WrenTokenizer, exist_ok=True)
+    # PEFT: LoraConfig(task_type="CAUSAL_LM") without target_modules works on Wren models.
+    register_peft_defaults()
 
 
 _register()
