@@ -10,6 +10,7 @@ import threading
 import time
 
 import torch
+from transformers import TextIteratorStreamer
 from wren_testing import tiny_config_kwargs
 from wrenlm.demo.generation import GENERATION_THREAD_NAME
 
@@ -74,3 +75,20 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02) -> bool
             return True
         time.sleep(interval)
     return condition()
+
+
+class CountingStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer that counts the tokens generate hands it (the prompt excluded)."""
+
+    instances: list["CountingStreamer"] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generated, self.prompt_seen = 0, False
+        CountingStreamer.instances.append(self)
+
+    def put(self, value):
+        if self.prompt_seen:
+            self.generated += value.numel()
+        self.prompt_seen = True
+        super().put(value)

@@ -1,7 +1,7 @@
 """Fixtures of the demo tests: a tokenizer with the scripted reply's pieces, scripted models, a launched demo."""
 
 import pytest
-from demo_testing import REPLY_PIECES, scripted_model
+from demo_testing import REPLY_PIECES, CountingStreamer, scripted_model
 from wrenlm.tokenization import WrenTokenizer
 
 
@@ -39,3 +39,13 @@ def launch():
     yield start
     for demo in demos:
         demo.close()
+
+
+@pytest.fixture
+def streamers(monkeypatch):
+    """The CountingStreamers of the generations started during the test."""
+    from wrenlm.demo import generation
+
+    monkeypatch.setattr(generation, "TextIteratorStreamer", CountingStreamer)
+    CountingStreamer.instances = []
+    return CountingStreamer.instances

@@ -1,7 +1,5 @@
 """The demo's callbacks called directly: streaming, stopping, truncation notices, loading models and adapters."""
 
-import time
-
 import gradio as gr
 import pytest
 import torch
@@ -59,16 +57,16 @@ def test_prompt_uses_the_chat_template_history_and_system_prompt(reply_model, ch
     assert prompt.endswith("<|im_start|>user\nsecond<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_closing_the_stream_stops_the_generation_thread(endless_model, chat_tokenizer):
+def test_closing_the_stream_stops_the_generation_thread(endless_model, chat_tokenizer, streamers):
     ids = chat_tokenizer("Hail")["input_ids"]
     stream = stream_generate(endless_model, chat_tokenizer, ids, SamplingSettings(0.0, max_new_tokens=4000))
     for _ in range(3):
-        text = next(stream)
+        next(stream)
     assert generation_threads()
-    started = time.monotonic()
     stream.close()  # what Gradio does on Stop or when the browser goes away
-    assert time.monotonic() - started < 5 and not generation_threads()
-    assert len(chat_tokenizer(text)["input_ids"]) < 50
+    assert not generation_threads()
+    (streamer,) = streamers
+    assert 3 <= streamer.generated < 1000  # cut short: without the stop it runs to 4000
 
 
 def test_generation_errors_reach_the_caller(reply_model, chat_tokenizer):
