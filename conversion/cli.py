@@ -6,13 +6,19 @@ from .config_mapping import SOURCE_MODEL_TYPES, TARGET_MODEL_TYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--from",
         dest="source",
-        required=True,
         metavar="PATH",
         help=f"checkpoint folder or Hub id: a Hugging Face {'/'.join(SOURCE_MODEL_TYPES)} model "
         "(converted to Wren) or a Wren model (converted back)",
+    )
+    source.add_argument(
+        "--gguf",
+        metavar="FILE",
+        help="a GGUF file (llama.cpp) of one of those families, dequantized by transformers and converted to Wren "
+        "(needs `pip install 'wrenlm[gguf]'`)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the converted checkpoint to")
     parser.add_argument(
@@ -33,17 +39,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_kwargs(args: argparse.Namespace) -> dict:
-    """Extra `from_pretrained` arguments for the source (the place for e.g. a future `--gguf FILE`)."""
-    return {}
+def _run_gguf(args: argparse.Namespace) -> int:
+    from .gguf import convert_gguf_to_wren
+
+    if args.to not in (None, "wren"):
+        raise ValueError(f"A GGUF file converts to Wren; --to {args.to} only applies to a Wren --from checkpoint.")
+    model = convert_gguf_to_wren(args.gguf, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    print(f"Converted GGUF {args.gguf} -> Wren ({model.num_parameters():,} parameters, {model.dtype}) into {args.out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from . import convert_from_wren, convert_to_wren
     from .checkpoint_io import source_model_type
 
-    load_kwargs = _load_kwargs(args)
-    model_type = source_model_type(args.source, load_kwargs)
+    if args.gguf:
+        return _run_gguf(args)
+    model_type = source_model_type(args.source)
     if model_type == "wren":
         if args.to == "wren":
             raise ValueError(f"{args.source} is already a Wren checkpoint; pick an HF family with --to.")
@@ -56,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.source} is a {model_type} checkpoint, which converts to Wren; --to {args.to} only applies "
             "when converting a Wren checkpoint back."
         )
-    model = convert_to_wren(
-        args.source, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size, load_kwargs=load_kwargs
-    )
+    model = convert_to_wren(args.source, args.out, dtype=args.dtype, max_shard_size=args.max_shard_size)
     layout = f"MoE, {model.config.num_experts} experts" if model.config.is_moe else "dense"
     print(f"Converted {model_type} -> Wren ({layout}, {model.num_parameters():,} parameters) into {args.out}")
     return 0
