@@ -3,9 +3,10 @@
     from wrenlm.training.tasks import load_task
     splits = load_task("builtin:arithmetic")           # {"train": [...], "test": [...]} of {"messages": [...]}
 
-Each task enumerates a finite pool of distinct questions; a permutation seeded by `seed` puts the
-first `test_size` questions in the test split and the next `train_size` in the train split, so the
-splits never share a question and are the same on every machine and every call.
+Each task enumerates a finite pool of distinct questions; a permutation seeded by `seed` (0 for
+`wren finetune` and `wren eval`) puts the first `test_size` questions in the test split and training
+questions only after the default test size, so no test split shares a question with a training split,
+and both are the same on every machine and every call.
 
 Answers are short and always formatted the same way (what a ~4M-parameter model can pick up from a
 few minutes of LoRA):
@@ -121,15 +122,17 @@ def load_task(spec: str, train_size: int | None = None, test_size: int | None = 
     test_size = task.default_test_size if test_size is None else test_size
     if train_size < 0 or test_size < 0:
         raise ValueError(f"Split sizes must be >= 0, got train {train_size} and test {test_size}.")
-    if train_size + test_size > task.pool_size:
+    # Training questions come after the default test split even when a smaller test split is asked for, so
+    # no test split of this seed (up to the default size) ever shares a question with any training split.
+    train_start = max(test_size, task.default_test_size)
+    if train_start + train_size > task.pool_size:
         raise ValueError(
             f"Task {task.name!r} has {task.pool_size} distinct questions; cannot make {train_size} train + "
-            f"{test_size} test examples."
+            f"{train_start} test examples."
         )
-    # The test split depends only on (seed, test_size): asking for more training data never changes it.
     order = list(range(task.pool_size))
     random.Random(f"{task.name}:{seed}").shuffle(order)
-    picked = {"test": order[:test_size], "train": order[test_size : test_size + train_size]}
+    picked = {"test": order[:test_size], "train": order[train_start : train_start + train_size]}
     return {split: [chat_example(*task.make(i)) for i in indices] for split, indices in picked.items()}
 
 

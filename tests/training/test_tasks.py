@@ -28,6 +28,9 @@ def test_splits_are_deterministic_disjoint_and_well_formed(name):
     assert all(message_problems(ex) == [] for ex in first["train"] + first["test"])
     # More training data leaves the test split alone; another seed gives another test split.
     assert load_task(f"builtin:{name}", train_size=600, test_size=50, seed=3)["test"] == first["test"]
+    # A smaller test split is a prefix of the default one, and no training split reaches into the default one.
+    default_test = {_question(ex) for ex in load_task(f"builtin:{name}", train_size=0, seed=3)["test"]}
+    assert test_questions <= default_test and not train_questions & default_test
     assert load_task(f"builtin:{name}", train_size=300, test_size=50, seed=4)["test"] != first["test"]
 
 
@@ -51,4 +54,12 @@ def test_unknown_task_and_oversized_splits_are_clear_errors():
         get_task("builtin:nope")
     pool = TASKS["arithmetic"].pool_size
     with pytest.raises(ValueError, match=f"has {pool} distinct questions"):
-        load_task("builtin:arithmetic", train_size=pool, test_size=1)
+        load_task("builtin:arithmetic", train_size=pool - 199, test_size=1)  # the default 200 stay reserved
+
+
+def test_finetune_holds_out_what_wren_eval_scores_whatever_the_training_seed():
+    from wrenlm.training.finetune_data import load_chat_examples, load_chat_splits
+
+    splits = load_chat_splits("builtin:reverse", seed=99, task_sizes=(500, None))
+    assert splits["eval"] == load_chat_examples("builtin:reverse")
+    assert not {_question(ex) for ex in splits["train"]} & {_question(ex) for ex in splits["eval"]}
