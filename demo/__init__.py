@@ -1,9 +1,9 @@
 """wrenlm.demo: the Gradio chat demo behind `wren chat`.
 
-    from wrenlm.demo import build_demo, load_chat_model
+from wrenlm.demo import build_demo, load_chat_model
 
-    model, tokenizer, label = load_chat_model("runs/wren-tiny-shakespeare")   # or a Hub repo, or adapter=...
-    build_demo(model, tokenizer, label=label).launch()
+model, tokenizer, label = load_chat_model("runs/wren-tiny-shakespeare")   # or a Hub repo, or adapter=...
+build_demo(model, tokenizer, label=label).launch()
 """
 
 from .app import ChatApp, build_demo

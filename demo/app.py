@@ -1,8 +1,12 @@
 """The Gradio app: a chat tab (ChatInterface, streaming, chat template) and a raw-completion tab for base models.
 
-Model output is shown as plain text: the chatbot renders no Markdown and sanitizes HTML, and completions go to a
-Textbox, so a model that writes `<img src=x onerror=...>` shows those characters instead of creating an element.
+Model output is shown as plain text. Gradio's chatbot treats message content as HTML even without Markdown (and
+its sanitizer would silently delete tags), so replies are HTML-escaped before they reach it and unescaped when
+the history comes back; a model that writes `<img src=x onerror=...>` shows those characters. Completions go to
+a Textbox, which always shows text.
 """
+
+import html
 
 import gradio as gr
 
@@ -44,11 +48,13 @@ class ChatApp:
             content = turn["content"]
             if isinstance(content, list):  # Gradio may hand back text as a list of parts
                 content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+            if turn["role"] == "assistant":
+                content = html.unescape(content)  # replies were escaped for display
             messages.append({"role": turn["role"], "content": content})
         return [*messages, {"role": "user", "content": message}]
 
     def respond(self, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens):
-        """ChatInterface callback: yields the growing reply (with a titled notice first when the prompt was cut)."""
+        """ChatInterface callback: yields the growing reply, HTML-escaped (after a titled notice if the prompt was cut)."""
         if not self.tokenizer.chat_template:
             raise gr.Error("This tokenizer has no chat template: use the Raw completion tab.")
         messages = self._messages(message, history, system_prompt)
@@ -59,6 +65,7 @@ class ChatApp:
         yielded = False
         for text in stream_generate(self.model, self.tokenizer, ids, settings):
             yielded = True
+            text = html.escape(text)
             yield [notice_message, text] if notice else text
         if not yielded:
             yield [notice_message, ""] if notice else ""
@@ -75,10 +82,16 @@ class ChatApp:
         yield text, notice_text
 
 
-def build_demo(model, tokenizer, *, label: str = "", concurrency: int = DEFAULT_CONCURRENCY) -> gr.Blocks:
-    """The Blocks app with its queue set up to serve `concurrency` requests at once."""
+def build_demo(
+    model,
+    tokenizer,
+    *,
+    label: str = "",
+    concurrency: int = DEFAULT_CONCURRENCY,
+    defaults: SamplingSettings = SamplingSettings(),
+) -> gr.Blocks:
+    """The Blocks app with its queue set up to serve `concurrency` requests at once; `defaults` preset the controls."""
     app = ChatApp(model, tokenizer)
-    defaults = SamplingSettings()
     with gr.Blocks(title="Wren chat") as demo:
         gr.Markdown(f"## Wren chat\nModel: `{label}` · context {app.context} tokens")
         with gr.Tab("Chat"):
@@ -90,7 +103,7 @@ def build_demo(model, tokenizer, *, label: str = "", concurrency: int = DEFAULT_
                 app.respond,
                 chatbot=chatbot,
                 additional_inputs=[system_prompt, *_sampling_controls(defaults, app.context)],
-                additional_inputs_accordion=gr.Accordion("Settings", open=False),
+                additional_inputs_accordion="Settings",
                 api_name="chat",
             )
         with gr.Tab("Raw completion"):

@@ -6,6 +6,7 @@ token's embedding is its own one-hot "slot", and the LM head maps slot i to the 
 Any other input token maps to the first piece. So the reply is known in advance and streams token by token.
 """
 
+import html
 import threading
 import time
 
@@ -33,6 +34,7 @@ REPLY_PIECES = [
     "?",
 ]
 REPLY = "".join(REPLY_PIECES)
+SHOWN_REPLY = html.escape(REPLY)  # what the chat callback returns: escaped for the HTML chatbot
 
 
 def scripted_model(tokenizer, pieces: list[str], *, loop: bool = False, context: int = 256):

@@ -3,15 +3,15 @@
 import gradio as gr
 import pytest
 import torch
-from demo_testing import REPLY, generation_threads, scripted_model, wait_until
+from demo_testing import REPLY, SHOWN_REPLY, generation_threads, scripted_model, wait_until
 from peft import LoraConfig, get_peft_model
-
-from wrenlm.cli import main as wren
 from wrenlm.demo import ChatApp, SamplingSettings, default_model, fit_to_context, load_chat_model, stream_generate
 from wrenlm.demo.app import NOTICE_TITLE
 from wrenlm.demo.generation import stop_token_ids
 from wrenlm.tokenization import WrenTokenizer
 from wrenlm.training.defaults import DEFAULT_OUTPUT_DIR
+
+from wrenlm.cli import main as wren
 
 
 def _chat(app, message="Hail!", history=(), system="", temperature=0.0, max_new_tokens=64):
@@ -20,7 +20,7 @@ def _chat(app, message="Hail!", history=(), system="", temperature=0.0, max_new_
 
 def test_reply_streams_cumulative_text_to_the_scripted_answer(reply_model, chat_tokenizer):
     outputs = _chat(ChatApp(reply_model, chat_tokenizer))
-    assert outputs[-1] == REPLY
+    assert outputs[-1] == SHOWN_REPLY and "&lt;img src=x" in SHOWN_REPLY  # escaped for the HTML chatbot
     assert len(outputs) > 3  # streamed, not one final message
     assert all(later.startswith(earlier) for earlier, later in zip(outputs, outputs[1:], strict=False))
     assert not generation_threads()
@@ -28,7 +28,7 @@ def test_reply_streams_cumulative_text_to_the_scripted_answer(reply_model, chat_
 
 def test_sampling_settings_reach_generate(reply_model, chat_tokenizer):
     # The scripted logits are so peaked that sampling at any temperature gives the same reply.
-    assert _chat(ChatApp(reply_model, chat_tokenizer), temperature=0.7)[-1] == REPLY
+    assert _chat(ChatApp(reply_model, chat_tokenizer), temperature=0.7)[-1] == SHOWN_REPLY
     assert SamplingSettings(0.0, 0.9, 5, 7).generate_kwargs() == {"do_sample": False, "max_new_tokens": 7}
     assert SamplingSettings(0.5, 0.9, 5, 7).generate_kwargs() == {
         "do_sample": True,
@@ -44,13 +44,13 @@ def test_prompt_uses_the_chat_template_history_and_system_prompt(reply_model, ch
     history = [
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "notice text", "metadata": {"title": NOTICE_TITLE}},
-        {"role": "assistant", "content": [{"type": "text", "text": "an answer"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "an &lt;b&gt;answer&lt;/b&gt;"}]},
     ]
     messages = app._messages("second", history, "Be brief.")
     assert messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "an answer"},
+        {"role": "assistant", "content": "an <b>answer</b>"},  # what the model wrote, unescaped again
         {"role": "user", "content": "second"},
     ]
     prompt = chat_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -129,7 +129,7 @@ def test_loads_a_saved_folder_and_a_base_plus_lora_adapter(reply_model, chat_tok
     reply_model.save_pretrained(tmp_path / "base")
     chat_tokenizer.save_pretrained(tmp_path / "base")
     model, tokenizer, label = load_chat_model(str(tmp_path / "base"))
-    assert _chat(ChatApp(model, tokenizer))[-1] == REPLY and label == str(tmp_path / "base")
+    assert _chat(ChatApp(model, tokenizer))[-1] == SHOWN_REPLY and label == str(tmp_path / "base")
 
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["v_proj"], task_type="CAUSAL_LM"))
     with torch.no_grad():  # a recognisable adapter: it zeroes the attention values (no effect on the script)
@@ -144,5 +144,5 @@ def test_loads_a_saved_folder_and_a_base_plus_lora_adapter(reply_model, chat_tok
         assert "adapter" in label
         lora_b = loaded.get_base_model().model.layers[0].self_attn.v_proj.lora_B["default"].weight
         assert torch.equal(lora_b, expected)
-        assert _chat(ChatApp(loaded, tokenizer))[-1] == REPLY
+        assert _chat(ChatApp(loaded, tokenizer))[-1] == SHOWN_REPLY
     assert wait_until(lambda: not generation_threads())

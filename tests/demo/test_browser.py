@@ -1,0 +1,101 @@
+"""A real browser: headless Chromium (Debian's `chromium`) driven by Playwright against the launched demo.
+
+`make test` installs chromium when it is missing; without it these tests skip and say so.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from demo_testing import REPLY, generation_threads, wait_until
+from wrenlm.demo import SamplingSettings
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("WREN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Records every text the newest bot message shows, so fast streaming is observed even between polls.
+WATCH_BOT_TEXT = """() => {
+    window.__botTexts = [];
+    const record = () => {
+        const bots = document.querySelectorAll('[data-testid="bot"]');
+        const text = bots.length ? bots[bots.length - 1].innerText : "";
+        if (text && window.__botTexts[window.__botTexts.length - 1] !== text) window.__botTexts.push(text);
+    };
+    new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it) to run browser tests"
+        )
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def _send(page, message: str) -> None:
+    box = page.get_by_role("textbox").first
+    box.fill(message)
+    box.press("Enter")
+
+
+def test_typed_message_gets_a_streamed_plain_text_answer(browser, launch, reply_model, chat_tokenizer):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(launch(reply_model, chat_tokenizer))
+    page.wait_for_selector("textarea")
+    page.evaluate(WATCH_BOT_TEXT)
+    page.on("dialog", lambda dialog: pytest.fail(f"model output ran script: {dialog.message}"))
+    _send(page, "Good morrow, Wren!")
+
+    bot = page.locator('[data-testid="bot"]').last
+    bot.wait_for()
+    wait_until(lambda: bot.inner_text().strip() == REPLY, timeout=30)
+    assert bot.inner_text().strip() == REPLY  # the <img ...> piece is shown as characters
+    texts = page.evaluate("window.__botTexts")
+    growing = [text.strip() for text in texts]
+    assert len(growing) >= 3 and growing[-1] == REPLY
+    assert all(REPLY.startswith(text) for text in growing)  # each intermediate text is a prefix: streamed
+    assert page.locator('[data-testid="bot"] img').count() == 0  # ...and never becomes an element
+    assert "Good morrow, Wren!" in page.locator('[data-testid="user"]').last.inner_text()
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-demo.png"))
+    page.close()
+
+
+def test_closing_the_tab_mid_answer_ends_the_generation(browser, launch, endless_model, chat_tokenizer, streamers):
+    page = browser.new_page()
+    page.goto(launch(endless_model, chat_tokenizer, defaults=SamplingSettings(0.0, max_new_tokens=4000)))
+    page.wait_for_selector("textarea")
+    _send(page, "Talk forever")
+    assert wait_until(lambda: generation_threads() and streamers and streamers[-1].generated > 20, timeout=30)
+    page.close()  # the user closes the tab mid-answer
+    assert wait_until(lambda: not generation_threads(), timeout=30)
+    assert streamers[-1].generated < 3000  # cut short: without the stop it runs to 4000
+
+
+def test_stop_button_ends_the_generation(browser, launch, endless_model, chat_tokenizer, streamers):
+    page = browser.new_page()
+    page.goto(launch(endless_model, chat_tokenizer, defaults=SamplingSettings(0.0, max_new_tokens=4000)))
+    page.wait_for_selector("textarea")
+    _send(page, "Talk forever")
+    assert wait_until(lambda: generation_threads() and streamers and streamers[-1].generated > 20, timeout=30)
+    page.locator("button.stop-button").first.click()  # ChatInterface's Stop (an icon button)
+    assert wait_until(lambda: not generation_threads(), timeout=30)
+    assert streamers[-1].generated < 3000
+    page.close()
