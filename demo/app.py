@@ -103,7 +103,7 @@ def build_demo(
                 app.respond,
                 chatbot=chatbot,
                 additional_inputs=[system_prompt, *_sampling_controls(defaults, app.context)],
-                additional_inputs_accordion="Settings",
+                additional_inputs_accordion=gr.Accordion("Settings", open=False, render=False),
                 api_name="chat",
             )
         with gr.Tab("Raw completion"):
