@@ -20,13 +20,29 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers.utils import logging
+
 from ..modeling.model_card import CARD_FILE, write_model_card
 from ..training.defaults import CACHE_ENV_VAR, cache_dir
-from .gguf import convert_gguf_to_wren, require_gguf
+from .convert import convert_to_wren
+from .gguf import load_gguf, require_gguf
+
+logger = logging.get_logger(__name__)
 
 # Where `wren import smollm2` (no --out) writes the model; `wren chat` prefers it when present.
 SMOLLM2_OUTPUT_DIR = os.path.join("runs", "smollm2-135m-instruct")
 _HASH_CHUNK = 1 << 20
+_PROBE_CHATS = [
+    [{"role": "user", "content": "Hi!"}],
+    [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}],
+    [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+        {"role": "assistant", "content": "6"},
+    ],
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,9 @@ class PackagedModel:
     license: str
     quantization: str
     output_dir: str
+    # The GGUF's chat template plus {% generation %} around assistant replies (so `wren finetune` trains on
+    # replies only); used only if it renders every probe conversation exactly like the file's template.
+    training_chat_template: str | None = None
 
     @property
     def requirement(self) -> str:
@@ -60,6 +79,14 @@ SMOLLM2 = PackagedModel(
     license="apache-2.0",
     quantization="Q4_1 (token embeddings Q8_0, norms F32)",
     output_dir=SMOLLM2_OUTPUT_DIR,
+    training_chat_template=(
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+        "{% endif %}{% if message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
+        "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+        "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    ),
 )
 PACKAGED_MODELS = {SMOLLM2.name: SMOLLM2}
 
@@ -225,8 +252,12 @@ def import_packaged_model(
     staging = output_dir.parent / f".{output_dir.name}.tmp-{secrets.token_hex(4)}"
     staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the final folder
     try:
-        wren = convert_gguf_to_wren(gguf_path, staging, dtype=dtype)
-        write_import_card(staging, model, gguf_path, wren.config.to_dict(), name=output_dir.name)
+        hf_model, tokenizer = load_gguf(gguf_path, dtype=dtype)
+        marked = model.training_chat_template is not None and use_training_template(
+            tokenizer, model.training_chat_template
+        )
+        wren = convert_to_wren(hf_model, staging, dtype=dtype, tokenizer=tokenizer)
+        write_import_card(staging, model, gguf_path, wren.config.to_dict(), name=output_dir.name, marked=marked)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(staging, output_dir)
@@ -235,7 +266,25 @@ def import_packaged_model(
     return output_dir
 
 
-def write_import_card(folder: Path, model: PackagedModel, gguf_path: Path, config: dict, *, name: str) -> None:
+def use_training_template(tokenizer, template: str) -> bool:
+    """Give `tokenizer` the chat template `template` if it renders every probe conversation like the current one."""
+    for messages in _PROBE_CHATS:
+        for add_generation_prompt in (False, True):
+            options = {"tokenize": False, "add_generation_prompt": add_generation_prompt}
+            expected = tokenizer.apply_chat_template(messages, **options)
+            if tokenizer.apply_chat_template(messages, chat_template=template, **options) != expected:
+                logger.warning(
+                    "The GGUF's chat template is not the one wrenlm knows; keeping it as it is, without "
+                    "{% generation %} markers (`wren finetune` needs them to find the assistant replies)."
+                )
+                return False
+    tokenizer.chat_template = template
+    return True
+
+
+def write_import_card(
+    folder: Path, model: PackagedModel, gguf_path: Path, config: dict, *, name: str, marked: bool
+) -> None:
     """The Wren model card with the source's license and base model, plus where the weights came from."""
     write_model_card(
         folder,
@@ -254,7 +303,13 @@ def write_import_card(folder: Path, model: PackagedModel, gguf_path: Path, confi
         f"- Quantization: the GGUF stores {model.quantization}. transformers dequantized it to {dtype} and wrenlm "
         "converted the resulting Llama model to Wren exactly (same logits), so the weights keep the quantization's "
         "rounding: this is the quantized model in full precision, not the original bf16 weights.\n"
-        f"- GGUF sha256: `{_sha256(gguf_path)}`.\n"
+        + (
+            "- Chat template: the GGUF's, with `{% generation %}` markers around assistant replies added (it renders "
+            "the same text) so that `wren finetune` trains on the replies only.\n"
+            if marked
+            else ""
+        )
+        + f"- GGUF sha256: `{_sha256(gguf_path)}`.\n"
         f"- Made with `wren import {model.name}`.\n"
     )
     card = folder / CARD_FILE

