@@ -1,13 +1,15 @@
 """`wren chat [MODEL_OR_REPO] [--adapter DIR]`: open the Gradio chat demo."""
 
-from .loading import default_model
+from ..conversion.packaged import SMOLLM2_OUTPUT_DIR
+from ..training.defaults import DEFAULT_OUTPUT_DIR
 
 
 def add_arguments(parser) -> None:
     parser.add_argument(
         "model",
         nargs="?",
-        help=f"model folder, Hub repo id, or LoRA adapter folder (default: {default_model()}, from `wren pretrain`)",
+        help=f"model folder, Hub repo id, or LoRA adapter folder (default: {SMOLLM2_OUTPUT_DIR} from `wren import "
+        f"smollm2` when present, else {DEFAULT_OUTPUT_DIR} from `wren pretrain`)",
     )
     parser.add_argument("--adapter", help="LoRA adapter folder or Hub repo applied on top of the model")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)")

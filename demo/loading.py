@@ -5,13 +5,17 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..conversion.packaged import SMOLLM2_OUTPUT_DIR
 from ..training.defaults import DEFAULT_OUTPUT_DIR
 
 ADAPTER_CONFIG = "adapter_config.json"
 
 
 def default_model() -> str:
-    """The model `wren chat` opens when none is named: the checkpoint the main `wren pretrain` job writes."""
+    """The model `wren chat` opens when none is named: SmolLM2-135M-Instruct where `wren import smollm2` put it,
+    else the checkpoint the main `wren pretrain` job writes."""
+    if (Path(SMOLLM2_OUTPUT_DIR) / "config.json").is_file():
+        return SMOLLM2_OUTPUT_DIR
     return DEFAULT_OUTPUT_DIR
 
 
@@ -31,7 +35,9 @@ def load_chat_model(model: str | None = None, adapter: str | None = None):
         if not Path(model).is_dir():
             raise FileNotFoundError(
                 f"No model at {model}, the default (the checkpoint of the main training job). Create it with "
-                "`wren pretrain` (a few minutes on a CPU), or name a model: `wren chat FOLDER_OR_HUB_REPO`."
+                "`wren pretrain` (a few minutes on a CPU), import a real chat model with `wren import smollm2` "
+                f"(into {SMOLLM2_OUTPUT_DIR}, which `wren chat` then prefers), or name a model: "
+                "`wren chat FOLDER_OR_HUB_REPO`."
             )
     if adapter is None and _is_adapter(model):
         adapter = model

@@ -1,10 +1,13 @@
 """The demo's callbacks called directly: streaming, stopping, truncation notices, loading models and adapters."""
 
+from pathlib import Path
+
 import gradio as gr
 import pytest
 import torch
 from demo_testing import REPLY, SHOWN_REPLY, generation_threads, scripted_model, wait_until
 from peft import LoraConfig, get_peft_model
+from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR
 from wrenlm.demo import ChatApp, SamplingSettings, default_model, fit_to_context, load_chat_model, stream_generate
 from wrenlm.demo.app import NOTICE_TITLE
 from wrenlm.demo.generation import stop_token_ids
@@ -118,11 +121,19 @@ def test_stop_tokens_include_the_turn_end(reply_model, chat_tokenizer):
 
 
 def test_default_model_is_the_main_jobs_checkpoint_with_a_clear_message_when_missing(tmp_path, monkeypatch, capsys):
-    assert default_model() == DEFAULT_OUTPUT_DIR
     monkeypatch.chdir(tmp_path)
+    assert default_model() == DEFAULT_OUTPUT_DIR
     assert wren(["chat"]) == 1
     error = capsys.readouterr().err
-    assert DEFAULT_OUTPUT_DIR in error and "wren pretrain" in error
+    assert DEFAULT_OUTPUT_DIR in error and "wren pretrain" in error and "wren import smollm2" in error
+
+
+def test_default_model_prefers_the_imported_smollm2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path(SMOLLM2_OUTPUT_DIR).mkdir(parents=True)
+    assert default_model() == DEFAULT_OUTPUT_DIR  # an empty folder is not a model
+    (Path(SMOLLM2_OUTPUT_DIR) / "config.json").write_text("{}")
+    assert default_model() == SMOLLM2_OUTPUT_DIR
 
 
 def test_loads_a_saved_folder_and_a_base_plus_lora_adapter(reply_model, chat_tokenizer, tmp_path):
