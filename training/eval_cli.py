@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, default=256, help="block length for text data")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="exact match: longest generated answer")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N blocks/conversations (0: all)")
-    parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (None: cuda when available)")
     parser.add_argument("--cpu-threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
 
 

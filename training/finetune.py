@@ -62,7 +62,7 @@ class FinetuneConfig(TrainingConfig):
     eval_batch_size: int = 64
     save_every: int = 200
     log_every: int = 20
-    sample_prompts: list[str] = field(default_factory=list)  # unused: samples answer held-out prompts
+    sample_prompts: list[str] = field(default_factory=list)  # not used: samples are answers to held-out prompts
 
     def validate(self) -> None:
         super().validate()

@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"base model folder (default: {FinetuneConfig.base_model!r}, what `wren pretrain` writes)",
     )
-    add_config_arguments(parser, FinetuneConfig, skip=("base_model",))
+    # Samples during training are greedy answers to held-out prompts, so the loop's sampling settings do not apply.
+    unused = ("sample_prompts", "sample_max_new_tokens", "sample_temperature", "sample_top_k")
+    add_config_arguments(parser, FinetuneConfig, skip=("base_model", *unused))
 
 
 def run(args: argparse.Namespace) -> int:

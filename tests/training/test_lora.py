@@ -1,5 +1,9 @@
 """PEFT LoRA on Wren: default targets from `import wrenlm`, MoE expert tensors, save/load/merge, clear errors."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from finetune_testing import save_tiny_base
@@ -133,6 +137,39 @@ def test_adapter_round_trip_with_peft_and_auto_peft(moe, tokenizer, tmp_path):
     ours = load_adapter(AutoModelForCausalLM.from_pretrained(base_dir), tmp_path / "adapter").eval()
     torch.testing.assert_close(_logits(ours), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(_logits(ours.merge_and_unload()), expected, rtol=1e-5, atol=1e-5)
+
+
+REMOTE_CODE_LOAD = """
+import json, sys, torch
+from peft import AutoPeftModelForCausalLM
+model = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+assert "wrenlm" not in sys.modules, "wrenlm was imported"
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor(json.loads(sys.argv[2]))).logits
+torch.save(logits, sys.argv[3])
+"""
+
+
+def test_auto_peft_loads_without_wrenlm_through_remote_code(tokenizer, tmp_path):
+    """A fresh interpreter that never imports wrenlm: the base folder's own code (auto_map) serves PEFT."""
+    base_dir = save_tiny_base(tokenizer, tmp_path / "base", moe=True)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    peft_model = get_peft_model(base, wren_lora_config(base.config, r=4))  # experts too
+    _randomise_lora(peft_model)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    expected = _logits(peft_model.eval())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-c",
+        REMOTE_CODE_LOAD,
+        str(tmp_path / "adapter"),
+        str(IDS.tolist()),
+        str(tmp_path / "out.pt"),
+    ]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_load_adapter_clear_errors(tokenizer, tmp_path):
