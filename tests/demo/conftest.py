@@ -1,8 +1,36 @@
-"""Fixtures of the demo tests: a tokenizer with the scripted reply's pieces, scripted models, a launched demo."""
+"""Fixtures of the demo tests: a tokenizer with the scripted reply's pieces, scripted models, a launched demo, headless
+Chromium."""
+
+import os
+from pathlib import Path
 
 import pytest
 from demo_testing import REPLY_PIECES, CountingStreamer, scripted_model
 from wrenlm.tokenization import WrenTokenizer
+
+CHROMIUM = os.environ.get("WREN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(
+            f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it) to run browser tests"
+        )
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

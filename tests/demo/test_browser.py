@@ -1,9 +1,8 @@
 """A real browser: headless Chromium (Debian's `chromium`) driven by Playwright against the launched demo.
 
-`make test` installs chromium when it is missing; without it these tests skip and say so.
+`make test` installs chromium when it is missing; without it these tests skip and say so (fixture in conftest.py).
 """
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,6 @@ from wrenlm.demo import SamplingSettings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("WREN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # Records every text the newest bot message shows, so fast streaming is observed even between polls.
 WATCH_BOT_TEXT = """() => {
@@ -33,19 +22,6 @@ WATCH_BOT_TEXT = """() => {
     };
     new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(
-            f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (make test does it) to run browser tests"
-        )
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def _send(page, message: str) -> None:
