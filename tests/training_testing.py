@@ -145,3 +145,38 @@ def read_metrics(output_dir) -> list[dict]:
 
 def train_losses(output_dir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(output_dir) if "train/loss" in r}
+
+
+def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> "subprocess.CompletedProcess":
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo), in its own process group.
+
+    On timeout the whole group is killed: killing only the launcher would leave its two workers
+    orphaned, one of them blocked forever in a collective.
+    """
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env.pop("ACCELERATE_USE_CPU", None)  # the scripts pass cpu=True themselves when there is no GPU
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+        *script_args,
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"2-process run timed out after {timeout}s:\n{stderr[-4000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

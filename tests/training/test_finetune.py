@@ -1,17 +1,13 @@
 """`wren finetune`: data validation, assistant-only labels, LoRA training through the shared loop, outputs, resume."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 from finetune_testing import chat, copy_digits_records, save_tiny_base, write_jsonl
 from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file
-from training_testing import read_metrics, train_losses
+from training_testing import launch_two_cpu_processes, read_metrics, train_losses
 from transformers import AutoModelForCausalLM
 from wrenlm.training.config import apply_overrides
 from wrenlm.training.evaluation import run_evaluation
@@ -249,12 +245,6 @@ def test_resume_after_a_crash_gives_the_same_adapter(base_dir, copy_data, tmp_pa
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.timeout(180)
 def test_two_processes_match_one_process(base_dir, copy_data, tmp_path):
     # Copy-digit conversations all have the same length, so a per-process mean loss equals the global one.
@@ -265,16 +255,9 @@ def test_two_processes_match_one_process(base_dir, copy_data, tmp_path):
     common += ["--log-every", "1", "--eval-batch-size", "8"]
     assert wren_main(["finetune", *common, "--output-dir", str(tmp_path / "one"), "--per-device-batch-size", "8"]) == 0
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
-    env.pop("ACCELERATE_USE_CPU", None)
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-        "-m", "wrenlm.training.finetune_cli", *common, "--output-dir", str(tmp_path / "two"),
-        "--per-device-batch-size", "4",
-    ]  # fmt: skip
-    launched = subprocess.run(command, env=env, capture_output=True, text=True, timeout=170, check=False)
+    launched = launch_two_cpu_processes(
+        ["-m", "wrenlm.training.finetune_cli", *common, "--output-dir", str(tmp_path / "two"), "--per-device-batch-size", "4"]
+    )
     assert launched.returncode == 0, launched.stderr[-4000:]
 
     one = json.loads((tmp_path / "one" / "finetune_results.json").read_text())
