@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/wren pretrain
-	$(BIN)/wren chat
+	$(BIN)/wren chat runs/wren-tiny-shakespeare
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -1,6 +1,7 @@
-"""wrenlm.training: data pipeline, the shared Accelerate loop, and `wren pretrain`.
+"""wrenlm.training: data pipeline, the shared Accelerate loop, `wren pretrain`, `wren finetune`, `wren eval`.
 
     from wrenlm.training import Trainer, TrainingConfig, PretrainConfig, run_pretraining
+    from wrenlm.training import FinetuneConfig, run_finetuning, run_evaluation, wren_lora_config, load_adapter
     from wrenlm.training import DEFAULT_OUTPUT_DIR      # where `wren pretrain` saves the main job
 
 Heavy modules (torch, datasets, accelerate) load on first attribute access.
@@ -35,6 +36,11 @@ _LAZY = {
     "default_corpus_files": "corpus",
     "CorpusUnavailableError": "corpus",
     "run_pretraining": "pretrain",
+    "FinetuneConfig": "finetune",
+    "run_finetuning": "finetune",
+    "run_evaluation": "evaluation",
+    "wren_lora_config": "lora",
+    "load_adapter": "lora",
 }
 
 
@@ -48,6 +54,7 @@ def __getattr__(name):
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
+    "FinetuneConfig",
     "DEFAULT_PRESET",
     "CheckpointManager",
     "CorpusUnavailableError",
@@ -68,10 +75,14 @@ __all__ = [
     "default_corpus_files",
     "generate_text",
     "latest_checkpoint",
+    "load_adapter",
     "load_documents",
     "make_accelerator",
     "per_sequence_nll",
+    "run_evaluation",
+    "run_finetuning",
     "run_pretraining",
     "split_documents",
     "weight_decay_groups",
+    "wren_lora_config",
 ]
