@@ -74,8 +74,11 @@ def reject_quantized(model: PreTrainedModel) -> None:
     if quantizer is None:
         return
     config = quantizer.quantization_config
-    method = str(getattr(config, "quant_method", "unknown"))
-    if method.endswith("gguf") and getattr(config, "dequantize", False):
+    method = getattr(config, "quant_method", "unknown")
+    method = str(getattr(method, "value", method))  # QuantizationMethod is a str enum; str() would give its name
+    # transformers' GGUF quantizer keeps weights packed only in `packed_modules`; the legacy loader (Llama and
+    # most families) always dequantizes, with `dequantize` left False.
+    if method == "gguf" and (getattr(config, "dequantize", False) or not getattr(quantizer, "packed_modules", None)):
         return
     raise UnsupportedConversionError(
         f"The source model is quantized ({method}); load it in floating point (dequantized) before converting."

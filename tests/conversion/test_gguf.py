@@ -1,14 +1,15 @@
 """GGUF -> Wren: exact against the HF Llama transformers builds from the same file; tokenizer, stop tokens, errors."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 from gguf_testing import EOS_ID, IM_END_ID, expected_loaded_weights, tiny_llama, write_llama_gguf
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GgufConfig
 
 from wrenlm.cli import main
-from wrenlm.conversion import UnsupportedConversionError
+from wrenlm.conversion import UnsupportedConversionError, convert_to_wren
 from wrenlm.conversion import gguf as gguf_conversion
 from wrenlm.conversion.gguf import (
     GGUFFileError,
@@ -18,6 +19,7 @@ from wrenlm.conversion.gguf import (
     convert_gguf_to_wren,
     load_gguf,
 )
+from wrenlm.conversion.checkpoint_io import reject_quantized
 from wrenlm.conversion.tokenizer_conversion import first_difference
 from wrenlm.tokenization import WrenTokenizer
 
@@ -54,6 +56,28 @@ def test_converted_wren_matches_the_hf_llama_from_the_same_file(tiny_gguf, tmp_p
     assert tokenizer.chat_template == hf_tokenizer.chat_template
     generation = json.loads((tmp_path / "wren" / "generation_config.json").read_text())
     assert generation["eos_token_id"] == [EOS_ID, IM_END_ID]
+
+
+def test_convert_to_wren_reads_a_gguf_through_load_kwargs(tiny_gguf, tmp_path, parity):
+    # The generic path (no stop-token or quantizer handling of its own): transformers dequantizes, conversion is exact.
+    hf, _ = load_gguf(tiny_gguf)
+    wren = convert_to_wren(tiny_gguf.parent, tmp_path / "wren", load_kwargs={"gguf_file": tiny_gguf.name})
+    parity.assert_same_logits(hf, wren)
+    assert isinstance(AutoTokenizer.from_pretrained(tmp_path / "wren"), WrenTokenizer)
+
+
+def test_only_weights_left_packed_count_as_quantized():
+    def model(method, **quantizer):
+        config = GgufConfig() if method == "gguf" else BitsAndBytesConfig(load_in_8bit=True)
+        config.dequantize = quantizer.pop("dequantize", False)
+        return SimpleNamespace(hf_quantizer=SimpleNamespace(quantization_config=config, **quantizer))
+
+    reject_quantized(model("gguf", packed_modules={}))  # the legacy loader dequantized every weight
+    reject_quantized(model("gguf", packed_modules={"model.layers.0.mlp.up_proj": None}, dequantize=True))
+    with pytest.raises(UnsupportedConversionError, match=r"quantized \(gguf\)"):
+        reject_quantized(model("gguf", packed_modules={"model.layers.0.mlp.up_proj": None}))
+    with pytest.raises(UnsupportedConversionError, match=r"quantized \(bitsandbytes\)"):
+        reject_quantized(model("bitsandbytes"))
 
 
 def test_chat_stop_tokens(tiny_gguf):
