@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "character cover the assistant tokens; exact_match greedily answers each conversation's last turn."
     )
     parser.add_argument(
-        "--model", default=DEFAULT_OUTPUT_DIR, metavar="DIR", help="model folder (or an adapter folder)"
+        "--model",
+        metavar="DIR",
+        help=f"model folder (or an adapter folder); default: the --adapter's base model, else {DEFAULT_OUTPUT_DIR}",
     )
     parser.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder written by `wren finetune`")
     parser.add_argument("--data", default="default", help="default | FILE_OR_FOLDER | builtin:NAME")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.cpu_threads)
     results = run_evaluation(
-        args.model,
+        args.model or (None if args.adapter else DEFAULT_OUTPUT_DIR),
         data=args.data,
         metrics=args.metric,
         adapter=args.adapter,

@@ -36,23 +36,34 @@ END_OF_TURN_TOKEN = "<|im_end|>"
 
 # ----------------------------------------------------------------------------------------------
 # Loading
-def load_model_and_tokenizer(model_dir: str, adapter: str | None = None, device: str | None = None):
+def resolve_model_and_adapter(model_dir: str | None, adapter: str | None) -> tuple[str, str | None]:
+    """(base model folder, adapter folder or None); `model_dir` may be an adapter folder, or None with an
+    adapter, and the base model then comes from the adapter's `adapter_config.json`."""
+    from .lora import ADAPTER_CONFIG_FILE, read_adapter_config
+
+    if adapter is None and model_dir is not None and (Path(model_dir) / ADAPTER_CONFIG_FILE).is_file():
+        adapter, model_dir = model_dir, None
+    if adapter is not None:
+        base = read_adapter_config(adapter).get("base_model_name_or_path")  # a missing adapter fails here
+        model_dir = model_dir or base
+    if not model_dir or not Path(model_dir).exists():
+        raise FileNotFoundError(f"Model folder {model_dir!r} does not exist.")
+    return str(model_dir), adapter
+
+
+def load_model_and_tokenizer(model_dir: str | None, adapter: str | None = None, device: str | None = None):
     """A base model (+ LoRA adapter) in eval mode and its tokenizer (the adapter folder's, when it has one).
 
-    `model_dir` may itself be an adapter folder: its base model then comes from `adapter_config.json`.
+    `model_dir` may itself be an adapter folder, or None with an adapter: the base model then comes from
+    the adapter's `adapter_config.json`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import wrenlm  # noqa: F401  (registers Wren with the Auto classes and PEFT)
 
-    from .lora import ADAPTER_CONFIG_FILE, load_adapter, read_adapter_config
+    from .lora import load_adapter
 
-    if adapter is None and (Path(model_dir) / ADAPTER_CONFIG_FILE).is_file():
-        adapter, model_dir = model_dir, read_adapter_config(model_dir).get("base_model_name_or_path")
-    if not model_dir or not Path(model_dir).exists():
-        raise FileNotFoundError(f"Model folder {model_dir!r} does not exist.")
-    if adapter is not None:
-        read_adapter_config(adapter)  # a missing adapter fails before the base model loads
+    model_dir, adapter = resolve_model_and_adapter(model_dir, adapter)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     has_own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(adapter if has_own_tokenizer else model_dir)
@@ -196,7 +207,7 @@ def score_exact_match(model, tokenizer, conversations: Sequence[dict], batch_siz
 
 # ----------------------------------------------------------------------------------------------
 def run_evaluation(
-    model_dir: str,
+    model_dir: str | None,
     *,
     data: str = DEFAULT_DATA,
     metrics: Sequence[str] = ("perplexity",),
@@ -218,8 +229,9 @@ def run_evaluation(
     chat = is_chat_data(data)
     if "exact_match" in metrics and not chat:
         raise ValueError(f"exact_match needs chat data (builtin:NAME or a messages JSONL file), not {data!r}.")
+    model_dir, adapter = resolve_model_and_adapter(model_dir, adapter)
     model, tokenizer = load_model_and_tokenizer(model_dir, adapter, device)
-    results: dict = {"model": str(model_dir), "adapter": adapter, "data": data, "metrics": {}}
+    results: dict = {"model": model_dir, "adapter": adapter, "data": data, "metrics": {}}
     likelihood = [m for m in metrics if m in LIKELIHOOD_METRICS]
     if chat:
         from .finetune_data import ChatEncoder, PadCollator, load_chat_examples

@@ -168,7 +168,7 @@ def test_exact_match_on_the_generated_task(tokenizer, monkeypatch, tmp_path, cor
     oracle = OracleModel(tokenizer, correct)
     monkeypatch.setattr(evaluation, "load_model_and_tokenizer", lambda *args, **kwargs: (oracle, tokenizer))
     out = tmp_path / "results.json"
-    results = run_evaluation("unused", data="builtin:arithmetic", metrics=["exact_match"], batch_size=7, out=out)
+    results = run_evaluation(str(tmp_path), data="builtin:arithmetic", metrics=["exact_match"], batch_size=7, out=out)
     assert results["metrics"] == {"exact_match": expected, "matches": int(200 * expected), "examples": 200}
     assert json.loads(out.read_text())["metrics"] == results["metrics"]
     first = load_task("builtin:arithmetic")["test"][0]["messages"]
@@ -204,6 +204,11 @@ def test_eval_cli_prints_and_writes_json_and_reports_errors(base_dir, adapter_di
     assert printed == json.loads(out.read_text())
     assert printed["examples"] == 6 and printed["metrics"]["examples"] == 6
     assert {"perplexity", "loss", "tokens", "exact_match"} <= set(printed["metrics"])
+    # Without --model, the adapter's own base model (adapter_config.json) is evaluated.
+    assert wren_main(["eval", "--adapter", str(adapter_dir), "--data", "builtin:reverse", "--limit", "6"]) == 0
+    adapter_alone = json.loads(capsys.readouterr().out)
+    assert adapter_alone["model"] == str(base_dir)
+    assert adapter_alone["metrics"]["perplexity"] == pytest.approx(printed["metrics"]["perplexity"], rel=1e-5)
 
     def error_of(*args):
         assert wren_main(["eval", "--model", str(base_dir), *args]) == 1
