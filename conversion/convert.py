@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
@@ -33,6 +34,7 @@ def convert_to_wren(
     max_shard_size: "str | int" = "2GB",
     tokenizer=None,
     load_kwargs: dict | None = None,
+    card_metadata: dict | None = None,
 ) -> WrenForCausalLM:
     """Convert a Llama / Mistral / Qwen2 / Qwen3 / Mixtral / Qwen3-MoE model to an equivalent Wren model.
 
@@ -46,6 +48,8 @@ def convert_to_wren(
             (False: none). It is saved as a `WrenTokenizer` with the source's exact pipeline, special
             tokens and chat template when probes confirm identical behaviour, else unchanged.
         load_kwargs: extra `from_pretrained` arguments for a folder source (e.g. `{"gguf_file": ...}`).
+        card_metadata: model card metadata (license, base_model, ...); `base_model` defaults to the source's
+            Hub id when it came from the Hub.
 
     A model object is not modified; the Wren model gets its own copy of the weights.
     Raises `UnsupportedConversionError` (a ValueError) naming any feature Wren cannot reproduce.
@@ -66,6 +70,11 @@ def convert_to_wren(
         device_map=placement(hf_model),
     )
     copy_generation_config(hf_model, model)
+    source_id = hub_source_id(source, hf_model)
+    metadata = {"base_model": source_id} if source_id else {}
+    metadata.update(card_metadata or {})
+    if metadata:
+        model.card_metadata = metadata
     if output_dir is not None:
         save_checkpoint(
             model,
@@ -74,6 +83,18 @@ def convert_to_wren(
             max_shard_size=max_shard_size,
         )
     return model
+
+
+def hub_source_id(source: "PreTrainedModel | str | Path", hf_model: PreTrainedModel) -> str | None:
+    """The Hub repo id the source came from (the model card's `base_model`), or None for a local folder."""
+    name = str(source) if isinstance(source, (str, Path)) else hf_model.config._name_or_path
+    if not name or Path(name).exists():
+        return None  # a local path is no Hub link
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name if "/" in name else None  # a bare name is more often a local label than a Hub id
 
 
 def convert_from_wren(

@@ -22,6 +22,7 @@ logger = logging.get_logger(__name__)
 
 GGUF_REQUIREMENT = f"gguf>={GGUF_MIN_VERSION}"
 _GGUF_MAGIC = b"GGUF"
+_HUB_URL = "https://huggingface.co/"
 # Content of a probe assistant message, located in the rendered chat template to find what follows it.
 _PROBE_REPLY = "wrenlm stop-token probe"
 
@@ -146,7 +147,26 @@ def convert_gguf_to_wren(
     stops at the template's end-of-turn token. With `output_dir` the checkpoint is saved there.
     """
     hf_model, tokenizer = load_gguf(path, dtype=dtype)
-    return convert_to_wren(hf_model, output_dir, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer)
+    return convert_to_wren(
+        hf_model,
+        output_dir,
+        dtype=dtype,
+        max_shard_size=max_shard_size,
+        tokenizer=tokenizer,
+        card_metadata=gguf_card_metadata(read_gguf_metadata(path)),
+    )
+
+
+def gguf_card_metadata(metadata: dict) -> dict:
+    """Model card metadata the GGUF declares: its license and the Hub model it was quantized from."""
+    card = {}
+    if metadata.get("general.license"):
+        card["license"] = metadata["general.license"]
+    base_url = str(metadata.get("general.base_model.0.repo_url") or "")
+    if base_url.startswith(_HUB_URL):
+        card["base_model"] = base_url.removeprefix(_HUB_URL).strip("/")
+        card["base_model_relation"] = "quantized"
+    return card
 
 
 __all__ = [
@@ -156,6 +176,7 @@ __all__ = [
     "add_chat_stop_tokens",
     "chat_stop_token_ids",
     "convert_gguf_to_wren",
+    "gguf_card_metadata",
     "load_gguf",
     "read_gguf_metadata",
     "require_gguf",

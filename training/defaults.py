@@ -10,7 +10,7 @@ from pathlib import Path
 DEFAULT_OUTPUT_DIR = os.path.join("runs", "wren-tiny-shakespeare")
 DEFAULT_PRESET = "wren-tiny"
 
-# Cache root for downloaded corpora (and nothing else); override with WREN_CACHE.
+# Cache root for downloaded corpora (`corpora/`) and packaged model wheels (`models/`); override with WREN_CACHE.
 CACHE_ENV_VAR = "WREN_CACHE"
 
 

@@ -42,6 +42,18 @@ def test_folder_to_wren_folder_reloads_with_auto(parity, llama_folder, tmp_path)
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("w1", "w2", "w0")
 
 
+def test_model_card_names_the_hub_source_as_base_model(parity, llama_folder, tmp_path):
+    hf, folder = llama_folder
+    convert_to_wren(folder, tmp_path / "from-folder")
+    assert "base_model" not in (tmp_path / "from-folder" / "README.md").read_text()  # a local path is no Hub link
+
+    hf.config._name_or_path = "someone/llama-tiny"  # as `from_pretrained("someone/llama-tiny")` leaves it
+    convert_to_wren(hf, tmp_path / "from-hub")
+    card = (tmp_path / "from-hub" / "README.md").read_text()
+    assert "base_model: someone/llama-tiny" in card
+    assert "https://huggingface.co/someone/llama-tiny" in card
+
+
 def test_sharded_save_reloads(parity, tmp_path):
     hf = parity.build_hf(Qwen3Config, head_dim=16)
     out = tmp_path / "wren-sharded"

@@ -17,6 +17,7 @@ from wrenlm.conversion.gguf import (
     add_chat_stop_tokens,
     chat_stop_token_ids,
     convert_gguf_to_wren,
+    gguf_card_metadata,
     load_gguf,
 )
 from wrenlm.conversion.checkpoint_io import reject_quantized
@@ -26,7 +27,8 @@ from wrenlm.tokenization import WrenTokenizer
 
 @pytest.fixture(scope="module")
 def tiny_gguf(tmp_path_factory):
-    return write_llama_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.Q4_1.gguf")
+    # MIT, not Wren's default license, so the model card shows it came from the file.
+    return write_llama_gguf(tmp_path_factory.mktemp("gguf") / "tiny-llama.Q4_1.gguf", license="mit")
 
 
 def test_transformers_reads_the_test_file_like_llama_cpp_wrote_it(tiny_gguf):
@@ -135,6 +137,7 @@ def test_wren_convert_gguf(tiny_gguf, tmp_path, capsys, parity):
     assert "Converted GGUF" in capsys.readouterr().out
     wren = AutoModelForCausalLM.from_pretrained(tmp_path / "wren")
     assert wren.dtype == torch.bfloat16
+    assert "license: mit" in (tmp_path / "wren" / "README.md").read_text()  # the GGUF's general.license
 
     cases = [
         (["--gguf", str(tiny_gguf), "--to", "llama"], "A GGUF file converts to Wren"),
@@ -146,3 +149,17 @@ def test_wren_convert_gguf(tiny_gguf, tmp_path, capsys, parity):
         assert last_line.startswith("wren convert: error:") and message in last_line, last_line
     with pytest.raises(SystemExit):  # --from and --gguf are alternatives
         main(["convert", "--from", str(tmp_path / "wren"), "--gguf", str(tiny_gguf), "--out", str(tmp_path / "x")])
+
+
+def test_model_card_metadata_from_the_gguf_header():
+    header = {
+        "general.license": "mit",
+        "general.base_model.0.repo_url": "https://huggingface.co/someone/tiny-llama",
+    }
+    assert gguf_card_metadata(header) == {
+        "license": "mit",
+        "base_model": "someone/tiny-llama",
+        "base_model_relation": "quantized",
+    }
+    # A base model published elsewhere is no Hub id; nothing declared, nothing claimed.
+    assert gguf_card_metadata({"general.base_model.0.repo_url": "https://example.com/tiny"}) == {}
