@@ -9,19 +9,22 @@ cache), and the experts implementations against each other.
     python -m bench.model_bench --device cuda --scale 4
 
 Peak memory: on CUDA `torch.cuda.max_memory_allocated` around the training steps; on CPU each
-measurement runs in a fresh child process and reports how far the training steps raise the
-process's peak resident set size above its peak after building the model and optimizer state.
+measurement runs in a fresh child process and reports how far two training steps raise the
+process's resident set size above where it stood with the model and optimizer state built (Linux:
+freed heap pages are trimmed and the high-water mark reset first; elsewhere the number is left out).
 """
 
 import argparse
+import ctypes
+import gc
 import json
 import multiprocessing
 import platform
-import resource
 import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
@@ -110,28 +113,55 @@ def training_tokens_per_second(model, sizes: Sizes, device: str, steps: int, war
     return sizes.batch * sizes.seq / statistics.median(durations[warmup:])
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _release_freed_memory() -> None:
+    """Give freed heap pages back to the OS, so that reusing them shows up in the resident set again."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the baseline may then hide some reuse
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (Linux `clear_refs` 5); False where that is unavailable."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_bytes(field: str) -> int:
+    """`VmRSS` (now) or `VmHWM` (peak since the last reset) from /proc/self/status, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _cpu_training_peak_child(kind: str, side: str, sizes: Sizes, queue) -> None:
     torch.set_num_threads(torch.get_num_threads())
-    model = model_pair(kind, sizes, "cpu", torch.float32)[side].train()
+    model = model_pair(kind, sizes, "cpu", torch.float32)[side].train()  # the other side is freed here
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for param in model.parameters():  # materialise the optimizer state before the baseline
         param.grad = torch.zeros_like(param)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     batch = torch.randint(1, sizes.vocab, (sizes.batch, sizes.seq), generator=torch.Generator().manual_seed(0))
-    baseline = _peak_rss_bytes()
+    # Building the pair (two models plus conversion copies) peaks above training; measure from here on.
+    _release_freed_memory()
+    if not _reset_peak_rss():
+        queue.put(None)
+        return
+    baseline = _rss_bytes("VmRSS")
     for _ in range(2):
         training_loss(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    queue.put(_peak_rss_bytes() - baseline)
+    queue.put(_rss_bytes("VmHWM") - baseline)
 
 
-def training_peak_memory(kind: str, side: str, model, sizes: Sizes, device: str) -> int:
+def training_peak_memory(kind: str, side: str, model, sizes: Sizes, device: str) -> int | None:
     if device == "cuda":
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -197,7 +227,8 @@ def run(args) -> dict:
         row: dict = {"model": kind}
         for side, model in pair.items():
             row[f"{side}_train_tok_s"] = training_tokens_per_second(model, sizes, device, args.steps)
-            row[f"{side}_train_peak_mb"] = training_peak_memory(kind, side, model, sizes, device) / 2**20
+            peak = training_peak_memory(kind, side, model, sizes, device)
+            row[f"{side}_train_peak_mb"] = None if peak is None else peak / 2**20
             for batch in (1, 8):
                 for cache in ("dynamic", "static"):
                     row[f"{side}_decode_b{batch}_{cache}_tok_s"] = decode_tokens_per_second(
@@ -230,6 +261,9 @@ def format_table(results: dict) -> str:
         reference_name = "Llama" if row["model"] == "dense" else "Qwen3-MoE"
         for key, label in metrics:
             ref, ours = row[f"reference_{key}"], row[f"wren_{key}"]
+            if ref is None or ours is None:
+                lines.append(f"| {row['model']} vs {reference_name} | {label} | n/a | n/a | not measurable here |")
+                continue
             ratio = ours / ref if ref else float("nan")
             lines.append(f"| {row['model']} vs {reference_name} | {label} | {ref:,.0f} | {ours:,.0f} | {ratio:.2f}x |")
     lines += ["", "| experts implementation | train tokens/s |", "|---|---:|"]
