@@ -123,7 +123,11 @@ def _release_freed_memory() -> None:
 
 
 def _reset_peak_rss() -> bool:
-    """Reset the kernel's resident-set high-water mark (Linux `clear_refs` 5); False where that is unavailable."""
+    """Reset the kernel's resident-set high-water mark (Linux `clear_refs` 5); False where that is unavailable.
+
+    `getrusage`'s peak cannot be used: a spawned child's starts at its parent's resident set (kept across
+    fork + exec), which holds the benchmarked models and is far above the child's training peak.
+    """
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -148,7 +152,7 @@ def _cpu_training_peak_child(kind: str, side: str, sizes: Sizes, queue) -> None:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     batch = torch.randint(1, sizes.vocab, (sizes.batch, sizes.seq), generator=torch.Generator().manual_seed(0))
-    # Building the pair (two models plus conversion copies) peaks above training; measure from here on.
+    # Building the pair (two models plus conversion copies) may peak above training; measure from here on.
     _release_freed_memory()
     if not _reset_peak_rss():
         queue.put(None)
@@ -243,7 +247,8 @@ def run(args) -> dict:
 def machine_description(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    processor = platform.processor() or platform.machine()
+    return f"{processor} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def format_table(results: dict) -> str:
@@ -255,7 +260,9 @@ def format_table(results: dict) -> str:
     ]
     metrics = [("train_tok_s", "train tokens/s"), ("train_peak_mb", "train peak MiB")]
     metrics += [
-        (f"decode_b{b}_{c}_tok_s", f"decode tokens/s, batch {b}, {c} cache") for b in (1, 8) for c in ("dynamic", "static")
+        (f"decode_b{b}_{c}_tok_s", f"decode tokens/s, batch {b}, {c} cache")
+        for b in (1, 8)
+        for c in ("dynamic", "static")
     ]
     for row in results["rows"]:
         reference_name = "Llama" if row["model"] == "dense" else "Qwen3-MoE"

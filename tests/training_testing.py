@@ -2,7 +2,10 @@
 
 import json
 import random
+import subprocess
 from pathlib import Path
+
+import psutil
 
 WORDS = [
     "the",
@@ -147,16 +150,15 @@ def train_losses(output_dir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(output_dir) if "train/loss" in r}
 
 
-def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> "subprocess.CompletedProcess":
+def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> subprocess.CompletedProcess:
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo), in its own process group.
 
-    On timeout the whole group is killed: killing only the launcher would leave its two workers
-    orphaned, one of them blocked forever in a collective.
+    On timeout the launcher and its workers are killed: killing only the launcher would leave its two
+    workers orphaned, one of them blocked forever in a collective (and holding the output pipes open).
     """
     import os
     import signal
     import socket
-    import subprocess
     import sys
 
     with socket.socket() as sock:
@@ -176,6 +178,9 @@ def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> "s
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        # torch's launcher starts each worker in a session of its own, out of reach of the group kill.
+        for worker in psutil.Process(process.pid).children(recursive=True):
+            worker.kill()
         os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = process.communicate()
         raise AssertionError(f"2-process run timed out after {timeout}s:\n{stderr[-4000:]}") from None

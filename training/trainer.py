@@ -557,7 +557,24 @@ class Trainer:
         acc.wait_for_everyone()
 
     def end(self) -> None:
+        """Finish trackers, destroy the process group, and free the DDP reducer safely (see below)."""
         self.accelerator.end_training()
+        release_ddp_reducer(self.model)
+
+
+def release_ddp_reducer(model) -> None:
+    """Free a DDP wrapper's C++ reducer while the wrapper's Python `process_group` still holds the group.
+
+    Otherwise the reducer can drop the last reference to a gloo process group when the wrapper is garbage
+    collected: the group's destructor then joins gloo's worker threads with the GIL held, while a worker
+    finishing the last collective waits for the GIL to free a tensor — a deadlock that hung processes at
+    exit (torch 2.13, CPU). Released from Python instead, the group's destructor runs without the GIL.
+    """
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return
+    for attribute in ("logger", "reducer"):  # the C++ logger holds the reducer too
+        if attribute in model.__dict__:
+            delattr(model, attribute)
 
 
 def per_sequence_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100):
