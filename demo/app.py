@@ -54,7 +54,7 @@ class ChatApp:
         return [*messages, {"role": "user", "content": message}]
 
     def respond(self, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens):
-        """ChatInterface callback: yields the growing reply, HTML-escaped (after a titled notice if the prompt was cut)."""
+        """ChatInterface callback: yields the growing reply, HTML-escaped (after a notice if the prompt was cut)."""
         if not self.tokenizer.chat_template:
             raise gr.Error("This tokenizer has no chat template: use the Raw completion tab.")
         messages = self._messages(message, history, system_prompt)

@@ -129,9 +129,9 @@ def model_card_text(
         _architecture(config, num_parameters),
         (
             "\nWren is not part of transformers: its code ships in this repository (`configuration_wren.py`, "
-            "`modeling_wren.py` and their siblings, `tokenization_wren.py`), so `trust_remote_code=True` loads it with "
-            "no other package. With the `wrenlm` package installed, `import wrenlm` registers the architecture and "
-            "the flag is not needed.\n"
+            "`modeling_wren.py` and their siblings, `tokenization_wren.py`), so `trust_remote_code=True` loads it "
+            "with no other package. With the `wrenlm` package installed, `import wrenlm` registers the architecture "
+            "and the flag is not needed.\n"
         ),
         f"## Usage\n\n{usage}",
     ]

@@ -29,7 +29,8 @@ class WrenRotaryEmbedding(nn.Module):
         """Unscaled RoPE: inv_freq[i] = theta^(-2i/d)."""
         base = config.rope_parameters["rope_theta"]
         dim = config.head_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim))
+        exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(device=device, dtype=torch.float) / dim
+        inv_freq = 1.0 / (base**exponents)
         return inv_freq, 1.0
 
     @dynamic_rope_update

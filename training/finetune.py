@@ -216,7 +216,8 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     _say(
         accelerator,
         f"Data: {len(train_rows):,} training and {len(eval_rows):,} held-out conversations from {config.data}.\n"
-        f"LoRA r={config.lora_r} alpha={config.lora_alpha} on {sorted(peft_model.peft_config['default'].target_modules)}"
+        f"LoRA r={config.lora_r} alpha={config.lora_alpha} "
+        f"on {sorted(peft_model.peft_config['default'].target_modules)}"
         + (f" + {peft_model.peft_config['default'].target_parameters}" if lora_config.target_parameters else "")
         + f": {trainable:,} trainable of {total:,} parameters; {accelerator.num_processes} process(es) on "
         f"{accelerator.device}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",

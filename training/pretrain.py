@@ -88,7 +88,8 @@ def build_model(config: PretrainConfig, tokenizer):
     model_config = preset_config(config.preset, **overrides)
     if model_config.max_position_embeddings < config.seq_len:
         raise ValueError(
-            f"seq_len {config.seq_len} exceeds the model's max_position_embeddings {model_config.max_position_embeddings}."
+            f"seq_len {config.seq_len} exceeds the model's max_position_embeddings "
+            f"{model_config.max_position_embeddings}."
         )
     return WrenForCausalLM(model_config)
 

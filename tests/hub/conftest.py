@@ -26,7 +26,7 @@ def hub_tokenizer(tmp_path_factory):
 
 @pytest.fixture
 def save_model(hub_tokenizer, tmp_path):
-    """`save_model(kind, name, **save_kwargs)` -> (model, folder): a tiny Wren + tokenizer saved with save_pretrained."""
+    """`save_model(kind, name, **save_kwargs)` -> (model, folder): a tiny Wren + tokenizer, save_pretrained."""
 
     def save(kind: str = "dense", name: str = "wren-tiny", **save_kwargs):
         model = build_model(kind, hub_tokenizer)

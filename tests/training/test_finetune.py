@@ -256,7 +256,8 @@ def test_two_processes_match_one_process(base_dir, copy_data, tmp_path):
     assert wren_main(["finetune", *common, "--output-dir", str(tmp_path / "one"), "--per-device-batch-size", "8"]) == 0
 
     launched = launch_two_cpu_processes(
-        ["-m", "wrenlm.training.finetune_cli", *common, "--output-dir", str(tmp_path / "two"), "--per-device-batch-size", "4"]
+        ["-m", "wrenlm.training.finetune_cli", *common, "--output-dir", str(tmp_path / "two")]
+        + ["--per-device-batch-size", "4"]
     )
     assert launched.returncode == 0, launched.stderr[-4000:]
 
