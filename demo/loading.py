@@ -1,14 +1,12 @@
 """Which model `wren chat` opens, and loading it (a Wren folder, a converted model, a Hub repo, or base + LoRA)."""
 
-import json
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..conversion.packaged import SMOLLM2_OUTPUT_DIR
 from ..training.defaults import DEFAULT_OUTPUT_DIR
-
-ADAPTER_CONFIG = "adapter_config.json"
+from ..training.lora import split_model_and_adapter, tokenizer_source
 
 
 def default_model() -> str:
@@ -17,10 +15,6 @@ def default_model() -> str:
     if (Path(SMOLLM2_OUTPUT_DIR) / "config.json").is_file():
         return SMOLLM2_OUTPUT_DIR
     return DEFAULT_OUTPUT_DIR
-
-
-def _is_adapter(location: str) -> bool:
-    return (Path(location) / ADAPTER_CONFIG).is_file()
 
 
 def load_chat_model(model: str | None = None, adapter: str | None = None):
@@ -39,12 +33,9 @@ def load_chat_model(model: str | None = None, adapter: str | None = None):
                 f"(into {SMOLLM2_OUTPUT_DIR}, which `wren chat` then prefers), or name a model: "
                 "`wren chat FOLDER_OR_HUB_REPO`."
             )
-    if adapter is None and _is_adapter(model):
-        adapter = model
-        model = json.loads((Path(adapter) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+    model, adapter = split_model_and_adapter(model, adapter)
     base = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
-    tokenizer_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else model
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model, adapter))
     if adapter is None:
         return base.eval(), tokenizer, str(model)
     from peft import PeftModel

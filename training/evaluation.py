@@ -39,13 +39,11 @@ END_OF_TURN_TOKEN = "<|im_end|>"
 def resolve_model_and_adapter(model_dir: str | None, adapter: str | None) -> tuple[str, str | None]:
     """(base model folder, adapter folder or None); `model_dir` may be an adapter folder, or None with an
     adapter, and the base model then comes from the adapter's `adapter_config.json`."""
-    from .lora import ADAPTER_CONFIG_FILE, read_adapter_config
+    from .lora import read_adapter_config, split_model_and_adapter
 
-    if adapter is None and model_dir is not None and (Path(model_dir) / ADAPTER_CONFIG_FILE).is_file():
-        adapter, model_dir = model_dir, None
+    model_dir, adapter = split_model_and_adapter(model_dir, adapter)
     if adapter is not None:
-        base = read_adapter_config(adapter).get("base_model_name_or_path")  # a missing adapter fails here
-        model_dir = model_dir or base
+        read_adapter_config(adapter)  # a missing adapter fails before the base model loads
     if not model_dir or not Path(model_dir).exists():
         raise FileNotFoundError(f"Model folder {model_dir!r} does not exist.")
     return str(model_dir), adapter
@@ -61,12 +59,11 @@ def load_model_and_tokenizer(model_dir: str | None, adapter: str | None = None, 
 
     import wrenlm  # noqa: F401  (registers Wren with the Auto classes and PEFT)
 
-    from .lora import load_adapter
+    from .lora import load_adapter, tokenizer_source
 
     model_dir, adapter = resolve_model_and_adapter(model_dir, adapter)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    has_own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(adapter if has_own_tokenizer else model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir, adapter))
     if adapter is not None:
         model = load_adapter(model, adapter)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

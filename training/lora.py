@@ -76,6 +76,24 @@ def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
     return json.loads(config_file.read_text())
 
 
+def split_model_and_adapter(model: str | None, adapter: str | None) -> tuple[str | None, str | None]:
+    """(model, adapter), where a `model` folder that holds an adapter becomes the adapter, and a missing model
+    beside an adapter becomes the base model named in the adapter's `adapter_config.json`."""
+    if adapter is None and model is not None and (Path(model) / ADAPTER_CONFIG_FILE).is_file():
+        model, adapter = None, model
+    if model is None and adapter is not None:
+        model = read_adapter_config(adapter).get("base_model_name_or_path")
+        if not model:
+            config_file = Path(adapter) / ADAPTER_CONFIG_FILE
+            raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path).")
+    return model, adapter
+
+
+def tokenizer_source(model: str, adapter: str | None) -> str:
+    """Where to load the tokenizer from: the adapter folder when it ships one (fine-tuning may add chat tokens)."""
+    return adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file() else model
+
+
 def load_adapter(base_model, adapter_dir: str | os.PathLike, *, is_trainable: bool = False):
     """`PeftModel.from_pretrained(base_model, adapter_dir)`, refusing an adapter made for another model.
 
@@ -122,5 +140,7 @@ __all__ = [
     "load_adapter",
     "read_adapter_config",
     "register_peft_defaults",
+    "split_model_and_adapter",
+    "tokenizer_source",
     "wren_lora_config",
 ]
