@@ -77,14 +77,15 @@ def _load_options(path: Path) -> tuple[str, dict]:
     return str(path.parent), {"gguf_file": path.name, "local_files_only": True}
 
 
-def load_gguf(path: "str | Path", *, dtype=None) -> tuple[PreTrainedModel, object]:
+def load_gguf(path: "str | Path", *, dtype=None, metadata: dict | None = None) -> tuple[PreTrainedModel, object]:
     """The HF `*ForCausalLM` model (weights dequantized) and tokenizer that transformers builds from a GGUF file.
 
     The model's generation config also stops at the chat template's end-of-turn token (see `add_chat_stop_tokens`).
-    The architecture is checked against the families Wren converts before any weight is read.
+    The architecture is checked against the families Wren converts before any weight is read. `metadata` is the
+    file's `read_gguf_metadata` when the caller already has it (reading it parses the whole header again).
     """
     path = Path(path)
-    metadata = read_gguf_metadata(path)
+    metadata = metadata or read_gguf_metadata(path)
     folder, options = _load_options(path)
     try:
         config = AutoConfig.from_pretrained(folder, **options)
@@ -146,14 +147,15 @@ def convert_gguf_to_wren(
     exactly; the tokenizer (with the file's chat template) becomes a `WrenTokenizer`, and the generation config
     stops at the template's end-of-turn token. With `output_dir` the checkpoint is saved there.
     """
-    hf_model, tokenizer = load_gguf(path, dtype=dtype)
+    metadata = read_gguf_metadata(path)
+    hf_model, tokenizer = load_gguf(path, dtype=dtype, metadata=metadata)
     return convert_to_wren(
         hf_model,
         output_dir,
         dtype=dtype,
         max_shard_size=max_shard_size,
         tokenizer=tokenizer,
-        card_metadata=gguf_card_metadata(read_gguf_metadata(path)),
+        card_metadata=gguf_card_metadata(metadata),
     )
 
 
