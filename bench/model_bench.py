@@ -144,7 +144,6 @@ def _rss_bytes(field: str) -> int:
 
 
 def _cpu_training_peak_child(kind: str, side: str, sizes: Sizes, queue) -> None:
-    torch.set_num_threads(torch.get_num_threads())
     model = model_pair(kind, sizes, "cpu", torch.float32)[side].train()  # the other side is freed here
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for param in model.parameters():  # materialise the optimizer state before the baseline
