@@ -7,12 +7,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig, MixtralConfig, Qwen3Config
 
+from wren_testing import parity
 from wrenlm import WrenForCausalLM
 from wrenlm.conversion import convert_from_wren, convert_to_wren
 
 
 @pytest.fixture
-def llama_folder(parity, tmp_path):
+def llama_folder(tmp_path):
     """A saved HF Llama checkpoint with a tokenizer and a custom generation config."""
     hf = parity.build_hf(LlamaConfig, tie_word_embeddings=False)
     hf.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=[2, 5], pad_token_id=0, max_new_tokens=33)
@@ -22,7 +23,7 @@ def llama_folder(parity, tmp_path):
     return hf, folder
 
 
-def test_folder_to_wren_folder_reloads_with_auto(parity, llama_folder, tmp_path):
+def test_folder_to_wren_folder_reloads_with_auto(llama_folder, tmp_path):
     hf, folder = llama_folder
     out = tmp_path / "wren"
 
@@ -42,7 +43,7 @@ def test_folder_to_wren_folder_reloads_with_auto(parity, llama_folder, tmp_path)
     assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("w1", "w2", "w0")
 
 
-def test_model_card_names_the_hub_source_as_base_model(parity, llama_folder, tmp_path):
+def test_model_card_names_the_hub_source_as_base_model(llama_folder, tmp_path):
     hf, folder = llama_folder
     convert_to_wren(folder, tmp_path / "from-folder")
     assert "base_model" not in (tmp_path / "from-folder" / "README.md").read_text()  # a local path is no Hub link
@@ -54,7 +55,7 @@ def test_model_card_names_the_hub_source_as_base_model(parity, llama_folder, tmp
     assert "https://huggingface.co/someone/llama-tiny" in card
 
 
-def test_sharded_save_reloads(parity, tmp_path):
+def test_sharded_save_reloads(tmp_path):
     hf = parity.build_hf(Qwen3Config, head_dim=16)
     out = tmp_path / "wren-sharded"
 
@@ -68,7 +69,7 @@ def test_sharded_save_reloads(parity, tmp_path):
     parity.assert_same_logits(hf, reloaded)
 
 
-def test_legacy_per_expert_mixtral_folder(parity, tmp_path):
+def test_legacy_per_expert_mixtral_folder(tmp_path):
     """transformers writes Mixtral experts per expert (w1/w2/w3) on disk and fuses them on load."""
     hf = parity.build_hf(MixtralConfig, num_local_experts=4, intermediate_size=48, num_experts_per_tok=2)
     folder = tmp_path / "mixtral"
@@ -89,7 +90,7 @@ def test_legacy_per_expert_mixtral_folder(parity, tmp_path):
     parity.assert_same_greedy(hf, reloaded)
 
 
-def test_wren_folder_back_to_hf_folder(parity, llama_folder, tmp_path):
+def test_wren_folder_back_to_hf_folder(llama_folder, tmp_path):
     hf, folder = llama_folder
     wren_dir, back_dir = tmp_path / "wren", tmp_path / "back"
     convert_to_wren(folder, wren_dir)
@@ -105,7 +106,7 @@ def test_wren_folder_back_to_hf_folder(parity, llama_folder, tmp_path):
     assert AutoTokenizer.from_pretrained(back_dir)("w4").input_ids == [4]
 
 
-def test_dtype_conversion(parity, llama_folder, tmp_path):
+def test_dtype_conversion(llama_folder, tmp_path):
     hf, folder = llama_folder
     out = tmp_path / "wren-bf16"
 
@@ -119,7 +120,7 @@ def test_dtype_conversion(parity, llama_folder, tmp_path):
     assert torch.equal(reloaded.model.embed_tokens.weight, expected)
 
 
-def test_no_tokenizer_in_source_is_fine(parity, tmp_path):
+def test_no_tokenizer_in_source_is_fine(tmp_path):
     hf = parity.build_hf(LlamaConfig)
     out = tmp_path / "wren"
     convert_to_wren(hf, out)
@@ -135,7 +136,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
         convert_to_wren(tmp_path / "empty")
 
 
-def test_offloaded_source_is_refused(parity):
+def test_offloaded_source_is_refused():
     with torch.device("meta"):
         hf = AutoModelForCausalLM.from_config(LlamaConfig(**parity.TINY))
     with pytest.raises(ValueError, match="have no data \\(meta device\\).*offloaded"):

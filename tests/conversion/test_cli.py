@@ -4,10 +4,11 @@ import json
 
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2MoeConfig, Qwen3MoeConfig
 
+from wren_testing import parity
 from wrenlm.cli import main
 
 
-def test_convert_to_wren_and_back(parity, tmp_path, capsys):
+def test_convert_to_wren_and_back(tmp_path, capsys):
     hf = parity.build_hf(Qwen3MoeConfig, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
                          num_hidden_layers=4, decoder_sparse_step=2)
     hf.save_pretrained(tmp_path / "hf")
@@ -26,7 +27,7 @@ def test_convert_to_wren_and_back(parity, tmp_path, capsys):
     parity.assert_same_logits(hf, back)
 
 
-def test_target_and_dtype_options(parity, tmp_path):
+def test_target_and_dtype_options(tmp_path):
     hf = parity.build_hf(LlamaConfig)
     hf.save_pretrained(tmp_path / "hf")
     assert main(["convert", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "wren"), "--to", "wren",
@@ -38,7 +39,7 @@ def test_target_and_dtype_options(parity, tmp_path):
     assert json.loads((tmp_path / "mistral" / "config.json").read_text())["model_type"] == "mistral"
 
 
-def test_errors_are_one_line(parity, tmp_path, capsys):
+def test_errors_are_one_line(tmp_path, capsys):
     hf = parity.build_hf(LlamaConfig)
     hf.save_pretrained(tmp_path / "hf")
     Qwen2MoeConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4).save_pretrained(

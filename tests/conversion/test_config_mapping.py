@@ -14,6 +14,7 @@ from transformers import (
 )
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
+from wren_testing import parity
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.conversion import (
     UnsupportedConversionError,
@@ -219,7 +220,7 @@ def test_training_only_settings_are_reported_when_dropped(caplog):
     assert "router_z_loss_coef=0.01" in caplog.text and "router_jitter_noise=0.1" in caplog.text
 
 
-def test_zero_filled_biases_keep_logits(parity):
+def test_zero_filled_biases_keep_logits():
     """Qwen2-style (q/k/v bias only) Wren -> Llama (one bias flag): o_proj gets a zero bias, logits unchanged."""
     config = WrenConfig(**tiny_config_kwargs(attention_bias=True, attention_output_bias=False))
     wren = parity.randomize_(WrenForCausalLM(config)).eval()

@@ -5,9 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from gguf_testing import EOS_ID, IM_END_ID, expected_loaded_weights, tiny_llama, write_llama_gguf
+from wren_testing.gguf import EOS_ID, IM_END_ID, expected_loaded_weights, tiny_llama, write_llama_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GgufConfig
 
+from wren_testing import parity
 from wrenlm.cli import main
 from wrenlm.conversion import UnsupportedConversionError, convert_to_wren
 from wrenlm.conversion import gguf as gguf_conversion
@@ -41,7 +42,7 @@ def test_transformers_reads_the_test_file_like_llama_cpp_wrote_it(tiny_gguf):
         assert torch.equal(loaded[name], weight), name
 
 
-def test_converted_wren_matches_the_hf_llama_from_the_same_file(tiny_gguf, tmp_path, parity):
+def test_converted_wren_matches_the_hf_llama_from_the_same_file(tiny_gguf, tmp_path):
     hf, hf_tokenizer = load_gguf(tiny_gguf)
     convert_gguf_to_wren(tiny_gguf, tmp_path / "wren")
 
@@ -60,7 +61,7 @@ def test_converted_wren_matches_the_hf_llama_from_the_same_file(tiny_gguf, tmp_p
     assert generation["eos_token_id"] == [EOS_ID, IM_END_ID]
 
 
-def test_convert_to_wren_reads_a_gguf_through_load_kwargs(tiny_gguf, tmp_path, parity):
+def test_convert_to_wren_reads_a_gguf_through_load_kwargs(tiny_gguf, tmp_path):
     # The generic path (no stop-token or quantizer handling of its own): transformers dequantizes, conversion is exact.
     hf, _ = load_gguf(tiny_gguf)
     wren = convert_to_wren(tiny_gguf.parent, tmp_path / "wren", load_kwargs={"gguf_file": tiny_gguf.name})
@@ -132,7 +133,7 @@ def test_missing_gguf_package_names_the_install_command(tiny_gguf, monkeypatch):
         convert_gguf_to_wren(tiny_gguf)
 
 
-def test_wren_convert_gguf(tiny_gguf, tmp_path, capsys, parity):
+def test_wren_convert_gguf(tiny_gguf, tmp_path, capsys):
     assert main(["convert", "--gguf", str(tiny_gguf), "--out", str(tmp_path / "wren"), "--dtype", "bfloat16"]) == 0
     assert "Converted GGUF" in capsys.readouterr().out
     wren = AutoModelForCausalLM.from_pretrained(tmp_path / "wren")

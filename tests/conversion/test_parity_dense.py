@@ -3,6 +3,7 @@
 import pytest
 from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
+from wren_testing import parity
 from wrenlm import WrenForCausalLM
 from wrenlm.conversion import convert_from_wren, convert_to_wren
 
@@ -99,7 +100,7 @@ CASES = {
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_hf_to_wren_parity(parity, case, attn):
+def test_hf_to_wren_parity(case, attn):
     config_class, overrides, prompt_len, expected_fields = CASES[case]
     hf = parity.build_hf(config_class, attn=attn, **overrides)
 
@@ -115,7 +116,7 @@ def test_hf_to_wren_parity(parity, case, attn):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_wren_back_to_same_family(parity, case):
+def test_wren_back_to_same_family(case):
     config_class, overrides, prompt_len, _ = CASES[case]
     hf = parity.build_hf(config_class, **overrides)
 
@@ -127,7 +128,7 @@ def test_wren_back_to_same_family(parity, case):
     parity.assert_same_logits(hf, back, seq_len=prompt_len)
 
 
-def test_source_model_is_left_untouched(parity):
+def test_source_model_is_left_untouched():
     hf = parity.build_hf(LlamaConfig, tie_word_embeddings=True)
     before = {name: tensor.clone() for name, tensor in hf.state_dict().items()}
 

@@ -3,6 +3,7 @@
 import pytest
 from transformers import MixtralConfig, Qwen3MoeConfig
 
+from wren_testing import parity
 from wrenlm.conversion import convert_from_wren, convert_to_wren
 
 _MOE = dict(num_experts_per_tok=2, num_hidden_layers=3)
@@ -52,7 +53,7 @@ CASES = {
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_hf_moe_to_wren_parity(parity, case, attn):
+def test_hf_moe_to_wren_parity(case, attn):
     config_class, overrides, expected_fields = CASES[case]
     hf = parity.build_hf(config_class, attn=attn, **overrides)
 
@@ -69,7 +70,7 @@ def test_hf_moe_to_wren_parity(parity, case, attn):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_wren_moe_back_to_same_family(parity, case):
+def test_wren_moe_back_to_same_family(case):
     config_class, overrides, _ = CASES[case]
     hf = parity.build_hf(config_class, **overrides)
 

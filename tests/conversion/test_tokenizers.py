@@ -6,6 +6,7 @@ import pytest
 from transformers import AutoTokenizer, ByT5Tokenizer, LlamaConfig, LlamaTokenizer, Qwen2Config, Qwen2Tokenizer
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
+from wren_testing import parity
 from wrenlm.conversion import convert_from_wren, convert_to_wren
 from wrenlm.conversion.tokenizer_conversion import first_difference, tokenizer_from_wren, tokenizer_to_wren
 from wrenlm.tokenization import WrenTokenizer
@@ -50,7 +51,7 @@ def test_tokenizer_without_tokenizers_backend_is_kept():
     assert tokenizer_to_wren(source) is source
 
 
-def test_first_difference_names_what_differs(parity):
+def test_first_difference_names_what_differs():
     source = parity.word_tokenizer()
     other = parity.word_tokenizer()
     other.padding_side = "left"
@@ -59,7 +60,7 @@ def test_first_difference_names_what_differs(parity):
     assert first_difference(source, other).startswith("vocabulary size")
 
 
-def test_folders_carry_the_tokenizer_both_ways(parity, tmp_path):
+def test_folders_carry_the_tokenizer_both_ways(tmp_path):
     tokenizer = qwen2_tokenizer()
     hf = parity.build_hf(Qwen2Config, vocab_size=len(tokenizer))
     hf.save_pretrained(tmp_path / "hf")
@@ -85,7 +86,7 @@ def test_folders_carry_the_tokenizer_both_ways(parity, tmp_path):
     assert first_difference(tokenizer, in_hf) is None
 
 
-def test_left_padding_survives_the_wren_folder(parity, tmp_path):
+def test_left_padding_survives_the_wren_folder(tmp_path):
     hf = parity.build_hf(LlamaConfig, vocab_size=len(llama_tokenizer()))
     convert_to_wren(hf, tmp_path / "wren", tokenizer=llama_tokenizer())
     reloaded = AutoTokenizer.from_pretrained(tmp_path / "wren")

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from demo_testing import REPLY_PIECES, CountingStreamer, scripted_model
+from wren_testing.demo import REPLY_PIECES, CountingStreamer, scripted_model
 from wrenlm.tokenization import WrenTokenizer
 
 CHROMIUM = os.environ.get("WREN_CHROMIUM", "/usr/bin/chromium")

@@ -5,7 +5,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
-from demo_testing import SHOWN_REPLY, generation_threads, scripted_model, wait_until
+from wren_testing.demo import SHOWN_REPLY, generation_threads, scripted_model, wait_until
 from peft import LoraConfig, get_peft_model
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR
 from wrenlm.demo import ChatApp, SamplingSettings, default_model, fit_to_context, load_chat_model, stream_generate

@@ -6,7 +6,7 @@
 from pathlib import Path
 
 import pytest
-from demo_testing import REPLY, generation_threads, wait_until
+from wren_testing.demo import REPLY, generation_threads, wait_until
 from wrenlm.demo import SamplingSettings
 
 pytestmark = pytest.mark.browser

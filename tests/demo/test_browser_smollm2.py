@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from demo_testing import generation_threads, wait_until
+from wren_testing.demo import generation_threads, wait_until
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR, import_packaged_model
 from wrenlm.demo import ChatApp, SamplingSettings, build_demo, load_chat_model
 

@@ -2,7 +2,7 @@
 
 import time
 
-from demo_testing import REPLY, SHOWN_REPLY, generation_threads, wait_until
+from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, wait_until
 from gradio_client import Client
 
 CHAT_SETTINGS = ("", 0.0, 0.95, 50)  # system prompt, temperature, top-p, top-k

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_testing import build_model, subprocess_env
+from wren_testing.hub import build_model, subprocess_env
 from wrenlm.tokenization import train_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))  # hub_server.py sits next to the tests that use it

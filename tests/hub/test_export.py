@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hub_testing import chat_prompt, greedy_tokens, run_python, subprocess_env
+from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 from wrenlm.hub import CheckpointFileError, check_folder

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_testing import chat_prompt, greedy_tokens, run_python, subprocess_env
+from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from huggingface_hub import ModelCard
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from training_testing import build_tokenizer, make_document, tiny_pretrain_settings
+from wren_testing.training import build_tokenizer, make_document, tiny_pretrain_settings
 
 
 @pytest.fixture(scope="session")

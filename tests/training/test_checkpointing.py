@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_testing import train_losses
+from wren_testing.training import train_losses
 from wrenlm.training.checkpointing import CheckpointManager, latest_checkpoint, list_checkpoints, read_trainer_state
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")

@@ -7,9 +7,9 @@ import re
 import evaluate
 import pytest
 import torch
-from finetune_testing import chat, save_tiny_base, write_jsonl
+from wren_testing.finetune import chat, save_tiny_base, write_jsonl
 from peft import get_peft_model
-from training_testing import make_document
+from wren_testing.training import make_document
 from transformers import AutoModelForCausalLM
 from wrenlm.training import evaluation
 from wrenlm.training.evaluation import generate_answers, run_evaluation, score_exact_match

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from finetune_testing import chat, copy_digits_records, save_tiny_base, write_jsonl
+from wren_testing.finetune import chat, copy_digits_records, save_tiny_base, write_jsonl
 from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file
-from training_testing import launch_two_cpu_processes, read_metrics, train_losses
+from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
 from transformers import AutoModelForCausalLM
 from wrenlm.training.config import apply_overrides
 from wrenlm.training.evaluation import run_evaluation

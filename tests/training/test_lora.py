@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from finetune_testing import save_tiny_base
+from wren_testing.finetune import save_tiny_base
 from peft import AutoPeftModelForCausalLM, LoraConfig, PeftModel, get_peft_model
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import AutoModelForCausalLM

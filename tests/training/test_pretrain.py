@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_testing import read_metrics, train_losses
+from wren_testing.training import read_metrics, train_losses
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
 

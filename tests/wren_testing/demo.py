@@ -1,4 +1,4 @@
-"""Helpers for the demo tests (importable as `demo_testing`): scripted tiny Wren models, thread checks.
+"""Helpers for the demo tests (`wren_testing.demo`): scripted tiny Wren models, thread checks.
 
 A scripted model is a real WrenForCausalLM whose weights make greedy and sampled decoding follow a fixed chain of
 tokens: every layer's output projections are zero (the residual stream stays the token embedding), each chain
@@ -12,10 +12,10 @@ import time
 
 import torch
 from transformers import TextIteratorStreamer
-from wren_testing import tiny_config_kwargs
 from wrenlm.demo.generation import GENERATION_THREAD_NAME
 
 import wrenlm
+from wren_testing import tiny_config_kwargs
 
 # Added tokens, so each piece is exactly one token (the chain needs distinct tokens).
 REPLY_PIECES = [

@@ -1,12 +1,12 @@
-"""Helpers for the LoRA / fine-tuning / evaluation tests (importable as `finetune_testing`)."""
+"""Helpers for the LoRA / fine-tuning / evaluation tests (`wren_testing.finetune`)."""
 
 import json
 from pathlib import Path
 
 import torch
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 import wrenlm
+from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 
 def save_tiny_base(tokenizer, path: Path, moe: bool = False, seed: int = 0, **overrides) -> Path:

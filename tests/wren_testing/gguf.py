@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFWriter, quants
 from transformers import LlamaConfig, LlamaForCausalLM
-
 from wrenlm.tokenization import BPEModel, train_bpe_with_tokenizers
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -1,4 +1,4 @@
-"""Helpers for tests/training (importable as `training_testing`; tests/ is on pytest's pythonpath)."""
+"""Helpers for tests/training (`wren_testing.training`): a generated corpus, a tiny tokenizer, tiny runs, launchers."""
 
 import json
 import random
@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 
 import psutil
+
+from wren_testing import tiny_config_kwargs
 
 WORDS = [
     "the",
@@ -101,12 +103,10 @@ def build_tokenizer(files: list[Path], vocab_size: int):
     return TokenizersBackend(tokenizer_object=tok, pad_token=specials[0], bos_token=specials[1], eos_token=specials[2])
 
 
+# The one tiny config's shape; vocabulary and special ids come from the run's tokenizer.
 TINY_MODEL = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
+    key: tiny_config_kwargs()[key]
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
 }
 
 

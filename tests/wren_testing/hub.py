@@ -1,4 +1,4 @@
-"""Helpers for the Hub and demo tests (importable as `hub_testing`; tests/ is on pytest's pythonpath)."""
+"""Helpers for the Hub and demo tests (`wren_testing.hub`)."""
 
 import json
 import os
@@ -8,9 +8,9 @@ import textwrap
 from pathlib import Path
 
 import torch
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 import wrenlm
+from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 SITE_PACKAGES = str(Path(torch.__file__).parents[1])
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the test modules (importable as `wren_testing`; tests/ is on pytest's pythonpath)."""
+"""The test-helper package (tests/ is on pytest's pythonpath): the one tiny Wren config, plus one module per area."""
 
 
 def tiny_config_kwargs(**overrides) -> dict:

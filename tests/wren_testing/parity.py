@@ -1,27 +1,13 @@
-"""Helpers for the conversion tests: tiny seeded HF reference models and exact-parity checks.
+"""Exact-parity helpers for the conversion tests (`wren_testing.parity`): tiny seeded HF reference models."""
 
-They are exposed through the `parity` fixture (tests/conversion is not an importable package).
-"""
-
-from types import SimpleNamespace
-
-import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-TINY = dict(
-    vocab_size=128,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-)
+from wren_testing import tiny_config_kwargs
+
+# The one tiny config, in the keys every HF family understands (each family keeps its own RoPE default).
+TINY = {key: value for key, value in tiny_config_kwargs(max_position_embeddings=64).items() if key != "rope_parameters"}
 PROMPT_LEN = 12
 NEW_TOKENS = 10
 
@@ -89,18 +75,4 @@ def word_tokenizer() -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="w3", bos_token="w1", eos_token="w2", pad_token="w0"
-    )
-
-
-@pytest.fixture
-def parity():
-    return SimpleNamespace(
-        TINY=TINY,
-        build_hf=build_hf,
-        randomize_=randomize_,
-        inputs=inputs,
-        assert_same_logits=assert_same_logits,
-        assert_same_greedy=assert_same_greedy,
-        assert_same_weights=assert_same_weights,
-        word_tokenizer=word_tokenizer,
     )
