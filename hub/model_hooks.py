@@ -1,8 +1,8 @@
 """What a Wren model's `from_pretrained`, `save_pretrained` and `push_to_hub` add where wrenlm is installed.
 
-modeling_wren.py reaches this module through a small hook that finds it only where wrenlm is installed, so none of
-this code ships with a saved model. Where a checkpoint runs as remote code without wrenlm, transformers' own
-loading, saving (which copies the flat code files of classes the Auto classes loaded) and pushing apply.
+wrenlm.modeling imports this module and modeling_wren.py looks it up in `sys.modules`, so none of this code ships
+with a saved model. Where a checkpoint runs as remote code in a process without wrenlm, transformers' own loading,
+saving (which copies the flat code files of classes the Auto classes loaded) and pushing apply.
 """
 
 import sys

@@ -5,6 +5,7 @@ experts interfaces, output capture) so generate, PEFT, Accelerate and device_map
 cases.
 """
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -32,18 +33,14 @@ from .router_losses import expert_load, load_balancing_loss, router_z_loss
 
 
 def _wrenlm_hub():
-    """wrenlm.hub's model hooks, or None where this file runs as remote code without wrenlm installed.
+    """wrenlm.hub's model hooks, or None where this file runs as remote code in a process without wrenlm.
 
-    The Hub tooling (checkpoint-file checks, flat code export, model card, upload) is not shipped with a checkpoint;
-    transformers' remote-code import check skips imports inside try blocks.
+    The hooks (checkpoint-file check, flat code export, model card, upload) load with the wrenlm package and are
+    looked up here, not imported: none of that code ships with a saved model, and remote code never imports an
+    installed wrenlm behind the user's back. Without them transformers' own from_pretrained, save_pretrained and
+    push_to_hub apply.
     """
-    try:
-        from wrenlm.hub import model_hooks
-    except ModuleNotFoundError as error:
-        if error.name != "wrenlm":
-            raise
-        return None
-    return model_hooks
+    return sys.modules.get("wrenlm.hub.model_hooks")
 
 
 @dataclass
