@@ -8,6 +8,7 @@ from transformers import PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from ..configuration import WrenConfig
+from ..hub import write_model_card
 from ..modeling import WrenForCausalLM
 from .checkpoint_io import (
     build_model,
@@ -48,8 +49,8 @@ def convert_to_wren(
             (False: none). It is saved as a `WrenTokenizer` with the source's exact pipeline, special
             tokens and chat template when probes confirm identical behaviour, else unchanged.
         load_kwargs: extra `from_pretrained` arguments for a folder source (e.g. `{"gguf_file": ...}`).
-        card_metadata: model card metadata (license, base_model, ...); `base_model` defaults to the source's
-            Hub id when it came from the Hub.
+        card_metadata: metadata of the model card written to `output_dir` (license, base_model, ...);
+            `base_model` defaults to the source's Hub id when it came from the Hub.
 
     A model object is not modified; the Wren model gets its own copy of the weights.
     Raises `UnsupportedConversionError` (a ValueError) naming any feature Wren cannot reproduce.
@@ -70,11 +71,6 @@ def convert_to_wren(
         device_map=placement(hf_model),
     )
     copy_generation_config(hf_model, model)
-    source_id = hub_source_id(source, hf_model)
-    metadata = {"base_model": source_id} if source_id else {}
-    metadata.update(card_metadata or {})
-    if metadata:
-        model.card_metadata = metadata
     if output_dir is not None:
         save_checkpoint(
             model,
@@ -82,6 +78,10 @@ def convert_to_wren(
             tokenizer=tokenizer_to_wren(find_tokenizer(source, tokenizer, load_kwargs)),
             max_shard_size=max_shard_size,
         )
+        source_id = hub_source_id(source, hf_model)
+        metadata = {**({"base_model": source_id} if source_id else {}), **(card_metadata or {})}
+        if metadata:  # save_pretrained wrote the card without them
+            write_model_card(output_dir, model.config.to_dict(), metadata=metadata)
     return model
 
 

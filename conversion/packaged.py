@@ -22,7 +22,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..modeling.model_card import CARD_FILE, write_model_card
+from ..hub.model_card import CARD_FILE, write_model_card
 from ..training.defaults import CACHE_ENV_VAR, cache_dir
 from .convert import convert_to_wren
 from .gguf import load_gguf, require_gguf

@@ -4,9 +4,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..modeling.checkpoint_files import check_checkpoint_files
-from ..modeling.code_export import relative_imports
-from ..modeling.hub_upload import pushable_files
+from .checkpoint_files import check_checkpoint_files
+from .code_export import relative_imports
+from .upload import pushable_files
 
 ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"

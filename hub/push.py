@@ -7,9 +7,9 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 
-from ..modeling.hub_upload import ensure_repo, pushable_files, require_token, upload_checkpoint_folder
-from ..modeling.model_card import CARD_FILE, write_model_card
 from .checks import ADAPTER_CONFIG, FolderCheck, check_folder
+from .model_card import CARD_FILE, write_model_card
+from .upload import ensure_repo, pushable_files, require_token, upload_checkpoint_folder
 
 ADAPTER_TAGS = ("wren", "wrenlm", "lora", "peft")
 

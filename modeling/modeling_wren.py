@@ -5,9 +5,8 @@ experts interfaces, output capture) so generate, PEFT, Accelerate and device_map
 cases.
 """
 
-import tempfile
+import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,16 +24,23 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from ..configuration.configuration_wren import WrenConfig
 from .attention import WrenAttention
-from .checkpoint_files import check_checkpoint_files
-from .code_export import AUTO_MAP, export_code
-from .hub_upload import ensure_repo, fetch_remote_file, require_token, upload_checkpoint_folder
 from .lm_loss import auto_chunk_size, chunked_causal_lm_loss
 from .mlp import WrenMLP
-from .model_card import CARD_FILE, write_model_card
 from .moe import WrenExperts, WrenSparseMoeBlock, WrenTopKRouter
 from .norm import WrenRMSNorm
 from .rotary import WrenRotaryEmbedding
 from .router_losses import expert_load, load_balancing_loss, router_z_loss
+
+
+def _wrenlm_hub():
+    """wrenlm.hub's model hooks, or None where this file runs as remote code in a process without wrenlm.
+
+    The hooks (checkpoint-file check, flat code export, model card, upload) load with the wrenlm package and are
+    looked up here, not imported: none of that code ships with a saved model, and remote code never imports an
+    installed wrenlm behind the user's back. Without them transformers' own from_pretrained, save_pretrained and
+    push_to_hub apply.
+    """
+    return sys.modules.get("wrenlm.hub.model_hooks")
 
 
 @dataclass
@@ -107,89 +113,23 @@ class WrenPreTrainedModel(PreTrainedModel):
         "attentions": WrenAttention,
     }
 
-    # Extra Hub metadata for the model card that save_pretrained writes, e.g. {"base_model": "org/name"} for a
-    # conversion or {"license": "mit"}; see model_card.py.
-    card_metadata: dict | None = None
-
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        # A truncated or overwritten shard would otherwise fail inside safetensors without naming the file.
-        if pretrained_model_name_or_path is not None:
-            folder = Path(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
-            if folder.is_dir():
-                check_checkpoint_files(folder)
+        if (hub := _wrenlm_hub()) is not None:  # names a truncated or missing weight file of a local folder
+            hub.check_before_load(pretrained_model_name_or_path, kwargs.get("subfolder"))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """transformers' save_pretrained, plus what makes the folder a complete Hub repo.
+        # wrenlm adds the flat code files, auto_map and the model card; remote code relies on transformers' copying.
+        if (hub := _wrenlm_hub()) is None:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        return hub.save_pretrained(self, super().save_pretrained, save_directory, *args, **kwargs)
 
-        The Wren code files are written next to the weights as flat remote code, config.json's `auto_map` names
-        them, and a model card (README.md) describes the model. `push_to_hub=True` uploads the folder like
-        `push_to_hub` does (`repo_id` defaults to the folder name).
-        """
-        push_to_hub = kwargs.pop("push_to_hub", False)
-        push_options = {key: kwargs.pop(key, None) for key in ("repo_id", "commit_message", "private")}
-        push_options = {key: value for key, value in push_options.items() if value is not None}
-        is_main_process = args[0] if args else kwargs.get("is_main_process", True)
-        adapter_only = getattr(self, "_hf_peft_config_loaded", False)
-        if not adapter_only:
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if adapter_only or not self.should_save_on_this_rank(is_main_process):
-            return
-        # This file's siblings (and the config module) are the model's code, wherever it runs from.
-        export_code(__file__, save_directory)
-        if not push_to_hub:
-            self._write_model_card(save_directory)
-            return
-        token = require_token(kwargs.get("token"))
-        repo_id = push_options.pop("repo_id", Path(save_directory).resolve().name)
-        repo_id = ensure_repo(repo_id, token=token, private=push_options.pop("private", None))
-        self._write_model_card(save_directory, name=repo_id)
-        upload_checkpoint_folder(save_directory, repo_id, token=token, **push_options)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str | None = None,
-        commit_description: str | None = None,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        max_shard_size: int | str = "50GB",
-        tags: list[str] | None = None,
-    ):
-        """transformers' push_to_hub (same arguments), uploading what save_pretrained writes in one commit.
-
-        transformers' own version would replace the model card with a generic one; a README.md already in the Hub
-        repo that wrenlm did not write is kept, as transformers does. Fails before any upload without a token.
-        """
-        token = require_token(token)
-        repo_id = ensure_repo(repo_id, token=token, private=private)
-        with tempfile.TemporaryDirectory() as folder:
-            fetch_remote_file(repo_id, CARD_FILE, folder, token=token, revision=revision)
-            self.save_pretrained(folder, max_shard_size=max_shard_size)
-            self._write_model_card(folder, name=repo_id, tags=tags or ())
-            return upload_checkpoint_folder(
-                folder,
-                repo_id,
-                token=token,
-                revision=revision,
-                create_pr=create_pr,
-                commit_message=commit_message or "Upload model",
-                commit_description=commit_description,
-            )
-
-    def _write_model_card(self, folder, name: str | None = None, tags=()) -> None:
-        write_model_card(
-            folder,
-            self.config.to_dict(),
-            name=name,
-            metadata=self.card_metadata,
-            tags=[*(self.model_tags or []), *tags],
-        )
+    def push_to_hub(self, *args, **kwargs):
+        # wrenlm uploads in one commit with the Wren model card instead of transformers' generic one.
+        if (hub := _wrenlm_hub()) is None:
+            return super().push_to_hub(*args, **kwargs)
+        return hub.push_to_hub(self, *args, **kwargs)
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:

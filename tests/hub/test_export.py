@@ -9,14 +9,24 @@ import pytest
 from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
-from wrenlm.hub import CheckpointFileError, check_folder
-from wrenlm.modeling import code_export, modeling_wren
-from wrenlm.modeling.model_card import CARD_MARKER
+from wrenlm.hub import CheckpointFileError, check_folder, code_export, write_model_card
+from wrenlm.hub.model_card import CARD_MARKER
+from wrenlm.modeling import modeling_wren
 from wrenlm.training.pretrain import RESULTS_FILE
 from wrenlm.training.trainer import METRICS_FILE
 
 MODELING_DIR = Path(modeling_wren.__file__).parent
-EXPECTED_CODE = {p.name for p in MODELING_DIR.glob("*.py") if p.name != "__init__.py"} | {
+HUB_DIR = Path(code_export.__file__).parent
+# The model, its config and the tokenizer: what a saved repository ships as remote code, and nothing else.
+EXPECTED_CODE = {
+    "modeling_wren.py",
+    "attention.py",
+    "lm_loss.py",
+    "mlp.py",
+    "moe.py",
+    "norm.py",
+    "rotary.py",
+    "router_losses.py",
     "configuration_wren.py",
     "tokenization_wren.py",
 }
@@ -52,6 +62,25 @@ def test_code_export_refuses_what_a_flat_package_cannot_hold(tmp_path):
     (tmp_path / "a" / "main.py").write_text("from . import util\n")
     with pytest.raises(ValueError, match="name the module"):
         code_export.code_files(tmp_path / "a" / "main.py")
+
+
+def _top_level_definitions(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+def test_saved_code_is_the_model_alone(save_model):
+    _, folder = save_model("moe")
+    # modeling/ holds model code only, and all of it ships (with the config and the tokenizer).
+    assert {p.name for p in MODELING_DIR.glob("*.py")} - {"__init__.py"} == EXPECTED_CODE - {
+        "configuration_wren.py",
+        "tokenization_wren.py",
+    }
+    assert {p.name for p in folder.glob("*.py")} == EXPECTED_CODE
+    hub_definitions = set().union(*(_top_level_definitions(path) for path in HUB_DIR.glob("*.py")))
+    assert {"check_checkpoint_files", "write_model_card", "export_code", "upload_checkpoint_folder"} <= hub_definitions
+    for name in EXPECTED_CODE:
+        assert not _top_level_definitions(folder / name) & hub_definitions, name
 
 
 @pytest.mark.parametrize("kind", ["dense", "moe"])
@@ -133,16 +162,15 @@ def test_model_card_reports_training_figures_and_keeps_user_metadata(save_model,
     (folder / METRICS_FILE).write_text(
         json.dumps({"step": 10, "train/loss": 3.25}) + "\n" + json.dumps({"step": 20, "eval_full/loss": 2.5}) + "\n"
     )
-    model.card_metadata = {"base_model": "someone/llama-tiny"}
-    model.save_pretrained(folder)
+    assert write_model_card(folder, model.config.to_dict(), metadata={"base_model": "someone/llama-tiny"})
     card = ModelCard.load(folder / "README.md")
     assert card.data.base_model == "someone/llama-tiny"
     assert "| last training loss | 3.25 |" in card.text and "| validation loss (nats/token) | 2.5 |" in card.text
 
     results = {"global_step": 20, "validation_loss": 2.5, "validation_bits_per_char": 1.125, "data": {}}
     (folder / RESULTS_FILE).write_text(json.dumps(results))
-    model.card_metadata = {"license": "mit"}
-    model.save_pretrained(folder)  # regenerated: the earlier base_model stays, the new license is recorded
+    write_model_card(folder, model.config.to_dict(), metadata={"license": "mit"})
+    model.save_pretrained(folder)  # regenerated: the metadata set earlier stays, the figures are the new ones
     card = ModelCard.load(folder / "README.md")
     assert card.data.base_model == "someone/llama-tiny" and card.data.license == "mit"
     assert "| validation bits per character | 1.125 |" in card.text and "| optimizer steps | 20 |" in card.text
@@ -193,8 +221,9 @@ def test_loads_and_generates_where_wrenlm_is_not_installed(save_model, hub_token
     prompt = chat_prompt(hub_tokenizer)
     assert child["ids"] == prompt
     assert child["tokens"] == greedy_tokens(model, prompt) == child["tokens_again"]
-    # The re-saved repository (written by remote code) is the same repository.
-    assert {p.name for p in resaved.iterdir()} == {p.name for p in folder.iterdir()}
+    # The re-saved repository (written by remote code, through transformers' own copying of the code files) is the
+    # same repository, less the model card: that is wrenlm's Hub tooling, which does not ship with the model.
+    assert {p.name for p in resaved.iterdir()} == {p.name for p in folder.iterdir()} - {"README.md"}
     for name in EXPECTED_CODE:
         assert (resaved / name).read_bytes() == (folder / name).read_bytes(), name
 

@@ -15,7 +15,7 @@ from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_
 from huggingface_hub import ModelCard
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
-from wrenlm.modeling.model_card import CARD_MARKER
+from wrenlm.hub.model_card import CARD_MARKER
 
 from wrenlm.cli import main as wren
 
@@ -43,6 +43,7 @@ def test_push_to_hub_then_pull_and_from_pretrained_round_trip(
     save_model, hub_tokenizer, hub_server, hub_env, tmp_path
 ):
     model, folder = save_model("moe")
+    saved = tmp_path / "saved-and-pushed"
     pushed = run_python(
         f"""
         import json
@@ -51,12 +52,18 @@ def test_push_to_hub_then_pull_and_from_pretrained_round_trip(
         model = AutoModelForCausalLM.from_pretrained({str(folder)!r})
         info = model.push_to_hub("wren-api")  # no namespace: the token's user, as on the Hub
         AutoTokenizer.from_pretrained({str(folder)!r}).push_to_hub("tester/wren-api")
+        model.save_pretrained({str(saved)!r}, push_to_hub=True, repo_id="tester/wren-saved")
         print(json.dumps(info.repo_url.repo_id))
         """,
         hub_env,
         cwd=tmp_path,
     )
     assert pushed == "tester/wren-api"
+    # save_pretrained(push_to_hub=True) uploads exactly the folder it wrote, Wren card (named after the repo) included.
+    assert _server_files(hub_server, "tester/wren-saved") == _local_files(saved)
+    saved_card = ModelCard((saved / "README.md").read_text())
+    assert CARD_MARKER in saved_card.content and "# tester/wren-saved" in saved_card.text
+    assert {p.name for p in saved.glob("*.py")} == {p.name for p in folder.glob("*.py")} - {"tokenization_wren.py"}
     remote = _server_files(hub_server, "tester/wren-api")
     local = _local_files(folder)
     assert set(remote) == set(local)

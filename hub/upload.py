@@ -1,7 +1,6 @@
 """Uploading a saved checkpoint folder in one commit through huggingface_hub.
 
-Used by `WrenPreTrainedModel.push_to_hub` and `wren push`. This file is exported with the model (modeling_wren.py
-imports it), so it imports only the standard library and huggingface_hub.
+Used by `WrenPreTrainedModel.push_to_hub` (through model_hooks.py) and `wren push`.
 """
 
 from pathlib import Path

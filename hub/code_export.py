@@ -1,11 +1,12 @@
 """Writing Wren's source next to a checkpoint as flat transformers remote code.
 
-This file is exported with the model (modeling_wren.py imports it), so it uses only the standard library.
 In the wrenlm package the code lives in several folders and the modeling files reach the config through the
-parent package (`..configuration.configuration_wren`). transformers' dynamic-module loader puts a repo's files
-in one flat package and follows only sibling imports (`from .x import`), so every file is written flat with its
-package imports turned into sibling imports. A model that was itself loaded as remote code runs from flat files
-already; they are copied unchanged.
+parent package (`..configuration.configuration_wren`). transformers' own copying (`custom_object_save`, for classes
+registered with `register_for_auto_class`) and its dynamic-module loader know only sibling imports (`from .x
+import`) in one flat folder, so every file is written flat with its package imports turned into sibling imports.
+Only what modeling_wren.py imports is written: the model and its config, none of wrenlm's tooling. A model that was
+itself loaded as remote code runs from flat files already; they are copied unchanged (and where wrenlm is not
+installed, transformers' own copying re-saves them, as the Auto classes register remote classes for it).
 """
 
 import ast

@@ -1,8 +1,8 @@
 """Checks that a checkpoint folder's safetensors files are all there and readable, naming the bad file.
 
 Without it a truncated or overwritten shard fails deep inside safetensors ("header too large") without saying
-which file is broken. Only headers are read, so the check is cheap. This file is exported with the model
-(modeling_wren.py imports it) and uses only the standard library.
+which file is broken. Only headers are read, so the check is cheap. `from_pretrained` of a Wren model runs it
+on a local folder when wrenlm is installed (model_hooks.py); `wren push` and `wren pull` run it too.
 """
 
 import json

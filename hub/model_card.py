@@ -2,8 +2,7 @@
 
 A README.md that wrenlm did not write (no `CARD_MARKER`) is never replaced. Regenerating our own card keeps the
 metadata a user set in it (license, base_model, ...). Training figures come from the files `wren pretrain`
-leaves in its output folder, when present. This file is exported with the model (modeling_wren.py imports it),
-so it imports only the standard library, huggingface_hub and its flat siblings.
+leaves in its output folder, when present.
 """
 
 import json
