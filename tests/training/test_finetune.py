@@ -13,7 +13,7 @@ from wrenlm.training.config import apply_overrides
 from wrenlm.training.evaluation import run_evaluation
 from wrenlm.training.finetune import FinetuneConfig, run_finetuning
 from wrenlm.training.finetune_data import ChatDataError, ChatEncoder, read_chat_jsonl
-from wrenlm.training.trainer import TrainerCallback
+from wrenlm.training.callbacks import TrainerCallback
 
 from wrenlm.cli import main as wren_main
 
