@@ -15,10 +15,10 @@ import torch
 
 torch.set_num_threads(1)
 
-from wrenlm.training.config import PretrainConfig, apply_overrides  # noqa: E402  (after the thread count)
-from wrenlm.training.pretrain import run_pretraining  # noqa: E402
-from wrenlm.training.accelerator import make_accelerator  # noqa: E402
+from wrenlm.training.accelerator import make_accelerator  # noqa: E402  (after the thread count)
 from wrenlm.training.callbacks import TrainerCallback  # noqa: E402
+from wrenlm.training.config import PretrainConfig, apply_overrides  # noqa: E402
+from wrenlm.training.pretrain import run_pretraining  # noqa: E402
 
 import wrenlm  # noqa: E402, F401
 

@@ -1,7 +1,6 @@
 """Data pipeline: loading, deterministic split, tokenizing, packing with EOS, exact character counts."""
 
 import json
-import math
 
 import numpy as np
 import pytest
