@@ -13,11 +13,12 @@ from .defaults import DEFAULT_OUTPUT_DIR, DEFAULT_PRESET, cache_dir
 
 _LAZY = {
     "Trainer": "trainer",
-    "TrainerCallback": "trainer",
+    "TrainerCallback": "callbacks",
     "TrainState": "trainer",
-    "make_accelerator": "trainer",
-    "generate_text": "trainer",
-    "per_sequence_nll": "trainer",
+    "MoeRouterCallback": "moe",
+    "make_accelerator": "accelerator",
+    "generate_text": "validation",
+    "per_sequence_nll": "validation",
     "TrainingConfig": "config",
     "PretrainConfig": "config",
     "add_config_arguments": "config",
@@ -32,7 +33,7 @@ _LAZY = {
     "split_documents": "data",
     "build_lm_datasets": "data",
     "collate_blocks": "data",
-    "bits_per_character": "data",
+    "bits_per_character": "metrics.likelihood",
     "default_corpus_files": "corpus",
     "CorpusUnavailableError": "corpus",
     "run_pretraining": "pretrain",
@@ -54,10 +55,11 @@ def __getattr__(name):
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
-    "FinetuneConfig",
     "DEFAULT_PRESET",
     "CheckpointManager",
     "CorpusUnavailableError",
+    "FinetuneConfig",
+    "MoeRouterCallback",
     "PretrainConfig",
     "TrainState",
     "Trainer",

@@ -1,4 +1,4 @@
-"""Atomic, rotating training checkpoints built on `accelerator.save_state`.
+"""Training state on disk: atomic, rotating checkpoints built on `accelerator.save_state`, and the final model.
 
 A checkpoint is written by every process into `checkpoints/.tmp-step-NNNNNNNN/` (Accelerate writes
 model, optimizer, scheduler and each process' RNG states; we add `trainer_state.json`), then the
@@ -6,6 +6,10 @@ main process renames it to `checkpoints/step-NNNNNNNN/` in one `os.replace`. A c
 of the save leaves at most a `.tmp-*` folder, which is never picked as "latest" and is removed by
 the next save, so the newest complete checkpoint is always intact. After a successful save only
 the `keep_last` newest checkpoints are kept.
+
+    manager = CheckpointManager(output_dir / CHECKPOINT_DIR, keep_last=2)
+    manager.save(accelerator, step, checkpoint_record(loop_state, accelerator, global_batch_size, config))
+    loop_state = restore_checkpoint(accelerator, manager.latest())    # the dict saved as "state"
 """
 
 import json
@@ -15,6 +19,7 @@ import re
 import shutil
 from pathlib import Path
 
+CHECKPOINT_DIR = "checkpoints"  # under the run's output folder
 STATE_FILE = "trainer_state.json"
 
 
@@ -53,6 +58,48 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
 
 def read_trainer_state(checkpoint: str | os.PathLike) -> dict:
     return json.loads((Path(checkpoint) / STATE_FILE).read_text())
+
+
+def checkpoint_record(loop_state: dict, accelerator, global_batch_size: int, config: dict) -> dict:
+    """What `trainer_state.json` holds: the loop position and the layout of the run that saved it."""
+    return {
+        "state": loop_state,
+        "num_processes": accelerator.num_processes,
+        "global_batch_size": global_batch_size,
+        "config": config,
+    }
+
+
+def restore_checkpoint(accelerator, checkpoint: str | os.PathLike) -> dict:
+    """Load model/optimizer/scheduler/RNG states (every process) and return the saved loop position."""
+    checkpoint = Path(checkpoint)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: it does not match this model/optimizer ({str(error)[:300]}). "
+            "Start over with --resume never, or use another --output-dir."
+        ) from error
+    return read_trainer_state(checkpoint)["state"]
+
+
+def save_pretrained_model(accelerator, model, output_dir, tokenizer=None, generation_config=None) -> None:
+    """`save_pretrained` of a prepared model (its full state gathered under FSDP/DeepSpeed) + tokenizer.
+
+    Every process must call it."""
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
+    model = accelerator.unwrap_model(model)
+    if generation_config is not None:
+        model.generation_config = generation_config
+    if accelerator.is_main_process:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(
+        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save, state_dict=state_dict
+    )
+    if tokenizer is not None and accelerator.is_main_process:
+        tokenizer.save_pretrained(output_dir)
+    accelerator.wait_for_everyone()
 
 
 class CheckpointManager:
@@ -118,10 +165,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 __all__ = [
+    "CHECKPOINT_DIR",
     "STATE_FILE",
     "CheckpointManager",
     "checkpoint_name",
+    "checkpoint_record",
     "latest_checkpoint",
     "list_checkpoints",
     "read_trainer_state",
+    "restore_checkpoint",
+    "save_pretrained_model",
 ]

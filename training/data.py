@@ -403,16 +403,8 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(torch.randperm(self.num_samples, generator=generator).tolist())
 
 
-def bits_per_character(total_nll_nats: float, total_chars: int) -> float:
-    """Bits per character from a summed negative log-likelihood in nats."""
-    if total_chars <= 0:
-        return float("nan")
-    return float(total_nll_nats) / (math.log(2.0) * total_chars)
-
-
 __all__ = [
     "EpochSampler",
-    "bits_per_character",
     "build_eval_blocks",
     "build_lm_datasets",
     "collate_blocks",

@@ -114,20 +114,18 @@ def batched(items: Sequence, size: int) -> Iterable[Sequence]:
 
 @torch.no_grad()
 def score_likelihood(model, batches: Iterable[dict], metrics: Sequence[str]) -> dict:
-    """Feed per-sequence NLL sums (and character counts) of `batches` into the likelihood metrics."""
-    from .trainer import per_sequence_nll
+    """Feed per-sequence NLL sums (and character counts) of `batches` into the likelihood metrics
+    (the validation path training uses too: `validation.scored_batches`)."""
+    from .validation import scored_batches
 
     modules = {name: load_metric(name) for name in metrics}
     device = next(model.parameters()).device
-    for batch in batches:
-        labels = batch["labels"].to(device)
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-        nll, count = per_sequence_nll(model(**inputs, use_cache=False).logits, labels)
+    for nll, count, num_chars in scored_batches(model, batches, device=device):
         nll = nll.double().tolist()
         if "perplexity" in modules:
             modules["perplexity"].add_batch(nll=nll, num_tokens=count.tolist())
         if "bits_per_character" in modules:
-            modules["bits_per_character"].add_batch(nll=nll, num_chars=batch["num_chars"].tolist())
+            modules["bits_per_character"].add_batch(nll=nll, num_chars=num_chars.tolist())
     results = {}
     for module in modules.values():
         results.update(module.compute())

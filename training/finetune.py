@@ -16,9 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .accelerator import make_accelerator
+from .callbacks import TrainerCallback
 from .config import TrainingConfig, config_to_dict
 from .defaults import DEFAULT_OUTPUT_DIR
-from .trainer import Trainer, TrainerCallback, make_accelerator
+from .moe import moe_callbacks
+from .trainer import Trainer
 
 DEFAULT_FINETUNE_OUTPUT_DIR = "runs/wren-lora"
 MERGED_DIR = "merged"
@@ -207,7 +210,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         eval_rows or None,
         tokenizer=tokenizer,
         collate_fn=PadCollator(pad_id),
-        callbacks=[*([exact_match] if exact_match else []), *callbacks],
+        callbacks=[*moe_callbacks(model), *([exact_match] if exact_match else []), *callbacks],
         sample_fn=_sample_fn(tokenizer, held_out[:2], config.max_new_tokens) if held_out else None,
         periodic_eval_dataset=periodic,
         accelerator=accelerator,

@@ -14,9 +14,15 @@ from pathlib import Path
 
 import torch
 
+from .accelerator import make_accelerator
+from .callbacks import TrainerCallback
+from .checkpointing import CHECKPOINT_DIR
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
-from .trainer import CHECKPOINT_DIR, METRICS_FILE, Trainer, TrainerCallback, generate_text, make_accelerator
+from .moe import moe_callbacks
+from .tracking import METRICS_FILE
+from .trainer import Trainer
+from .validation import generate_text
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +160,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         validation,
         tokenizer=tokenizer,
         periodic_eval_dataset=periodic,
-        callbacks=callbacks,
+        callbacks=[*moe_callbacks(model), *callbacks],
         accelerator=accelerator,
     )
     num_params = sum(p.numel() for p in model.parameters())

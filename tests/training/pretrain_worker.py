@@ -15,11 +15,13 @@ import torch
 
 torch.set_num_threads(1)
 
-from wrenlm.training.config import PretrainConfig, apply_overrides  # noqa: E402  (after the thread count)
-from wrenlm.training.pretrain import run_pretraining  # noqa: E402
-from wrenlm.training.trainer import TrainerCallback, make_accelerator  # noqa: E402
+# Imported after the thread count is set.
+from wrenlm.training.accelerator import make_accelerator
+from wrenlm.training.callbacks import TrainerCallback
+from wrenlm.training.config import PretrainConfig, apply_overrides
+from wrenlm.training.pretrain import run_pretraining
 
-import wrenlm  # noqa: E402, F401
+import wrenlm  # noqa: F401
 
 
 class KillAfterStep(TrainerCallback):

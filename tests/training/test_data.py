@@ -1,14 +1,12 @@
 """Data pipeline: loading, deterministic split, tokenizing, packing with EOS, exact character counts."""
 
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from wrenlm.training.data import (
     EpochSampler,
-    bits_per_character,
     build_lm_datasets,
     collate_blocks,
     load_documents,
@@ -141,8 +139,3 @@ def test_epoch_sampler_order_is_a_function_of_seed_and_epoch():
     b.set_epoch(1)
     assert list(a) == list(b)
     assert list(EpochSampler(100, seed=2)) != first
-
-
-def test_bits_per_character_formula():
-    assert bits_per_character(math.log(2) * 10, 5) == pytest.approx(2.0)
-    assert math.isnan(bits_per_character(1.0, 0))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from wren_testing.training import launch_two_cpu_processes, train_losses
+from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
 
@@ -30,5 +30,38 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_setting
     single_results = json.loads((tmp_path / "single" / "train_results.json").read_text())
     assert results["validation_loss"] == pytest.approx(single_results["validation_loss"], rel=1e-5)
     wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "double" / "model.safetensors")
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.timeout(180)
+def test_moe_router_work_under_two_processes_matches_one_process(tiny_settings, tmp_path):
+    """`MoeRouterCallback` under DDP: the logged router figures are reduced over both processes and the
+    bias update uses the summed expert load, so the run equals one process with the same global batch.
+    (No load-balancing term in the loss: it is not additive over the batch, so it would differ.)"""
+    moe = {
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "router_bias_update_rate": 0.01,
+        "router_aux_loss_coef": 0.0,
+        "router_z_loss_coef": 0.01,
+    }
+    common = {"max_steps": 4, "eval_every": 0, "final_eval": False, "sample_prompts": [], "model": moe}
+    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=8, **common)
+    double = tiny_settings(output_dir=tmp_path / "double", per_device_batch_size=4, **common)
+    run_pretraining(apply_overrides(PretrainConfig(), single))
+
+    launched = launch_two_cpu_processes([str(WORKER), json.dumps(double), "--expect-processes", "2"])
+    assert launched.returncode == 0, launched.stderr[-4000:]
+
+    logs = [read_metrics(tmp_path / name) for name in ("single", "double")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4]
+    for one, two in zip(*logs):
+        for key in ("train/loss", "train/z_loss", "train/lm_loss"):
+            assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "double" / "model.safetensors")
+    biases = [key for key in wa if key.endswith("expert_bias")]
+    assert biases and all(wa[key].abs().sum() > 0 for key in biases)
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)

@@ -9,11 +9,11 @@ from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file
 from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
 from transformers import AutoModelForCausalLM
+from wrenlm.training.callbacks import TrainerCallback
 from wrenlm.training.config import apply_overrides
 from wrenlm.training.evaluation import run_evaluation
 from wrenlm.training.finetune import FinetuneConfig, run_finetuning
 from wrenlm.training.finetune_data import ChatDataError, ChatEncoder, read_chat_jsonl
-from wrenlm.training.trainer import TrainerCallback
 
 from wrenlm.cli import main as wren_main
 

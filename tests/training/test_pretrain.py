@@ -118,7 +118,7 @@ def test_tensorboard_tracking(tiny_settings):
 def test_tracking_is_optional_without_tensorboard(monkeypatch):
     import builtins
 
-    from wrenlm.training.trainer import resolve_trackers
+    from wrenlm.training.accelerator import resolve_trackers
 
     real_import = builtins.__import__
 

@@ -11,6 +11,9 @@ standard library, because `evaluate` copies it into its own module cache before 
   (targets scored in it) -> `perplexity` = exp(sum nll / sum tokens), `loss`, `tokens`;
 * `bits_per_character`: inputs `nll` and `num_chars` -> `bits_per_character` = sum nll / (ln 2 * sum chars);
 * `exact_match`: `predictions` and `references` (strings) -> the share equal after stripping whitespace.
+
+The arithmetic of the first two lives in `likelihood.py` (a relative import, which `evaluate` copies along),
+where training validation and `wren eval` take it from as well.
 """
 
 from pathlib import Path

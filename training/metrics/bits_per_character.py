@@ -5,6 +5,8 @@ import math
 import datasets
 import evaluate
 
+from .likelihood import bits_per_character
+
 _DESCRIPTION = """
 Bits per character: the text's total negative log-likelihood in bits divided by its length in
 characters. Unlike perplexity it does not depend on the tokenizer, so models with different
@@ -37,6 +39,4 @@ class BitsPerCharacter(evaluate.Metric):
 
     def _compute(self, nll, num_chars):
         chars = sum(num_chars)
-        if chars <= 0:
-            raise ValueError("Bits per character needs at least one scored character.")
-        return {"bits_per_character": math.fsum(nll) / (math.log(2.0) * chars), "chars": chars}
+        return {"bits_per_character": bits_per_character(math.fsum(nll), chars), "chars": chars}

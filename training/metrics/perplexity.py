@@ -5,6 +5,8 @@ import math
 import datasets
 import evaluate
 
+from .likelihood import mean_nll, perplexity_from_loss
+
 _DESCRIPTION = """
 Perplexity of a causal language model: exp of the mean negative log-likelihood per predicted token.
 The model is run by the caller; this metric pools per-sequence sums, so batches of any size and
@@ -38,7 +40,5 @@ class Perplexity(evaluate.Metric):
 
     def _compute(self, nll, num_tokens):
         tokens = sum(num_tokens)
-        if tokens <= 0:
-            raise ValueError("Perplexity needs at least one scored token.")
-        loss = math.fsum(nll) / tokens
-        return {"perplexity": math.exp(loss) if loss < 709.0 else math.inf, "loss": loss, "tokens": tokens}
+        loss = mean_nll(math.fsum(nll), tokens)
+        return {"perplexity": perplexity_from_loss(loss), "loss": loss, "tokens": tokens}
