@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
+from ..paths import TRAIN_CONFIG_FILE as CONFIG_FILE
+from ..paths import TRAIN_RESULTS_FILE as RESULTS_FILE
+from ..tokenization.special_tokens import pad_token_id
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
 from .trainer import CHECKPOINT_DIR, METRICS_FILE, Trainer, TrainerCallback, generate_text, make_accelerator
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "train_results.json"
-CONFIG_FILE = "training_config.yaml"
 
 
 def _say(accelerator, message: str) -> None:
@@ -100,7 +100,7 @@ def default_generation_config(tokenizer):
     return GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        pad_token_id=pad_token_id(tokenizer),
         do_sample=True,
         temperature=0.8,
         top_k=50,
