@@ -31,8 +31,7 @@ def load_chat_model(model: str | None = None, adapter: str | None = None):
                 "`wren chat FOLDER_OR_HUB_REPO`."
             )
     base, adapter_dir = resolve_model_and_adapter(model, adapter)
-    # The demo runs on the CPU in the checkpoint's own dtype.
-    loaded, tokenizer = load_model_and_tokenizer(base, adapter_dir, device="cpu", dtype="auto")
+    loaded, tokenizer = load_model_and_tokenizer(base, adapter_dir, device="cpu")
     if adapter_dir is None:
         return loaded, tokenizer, base
     return loaded, tokenizer, f"{base} + adapter {adapter or adapter_dir}"

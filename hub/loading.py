@@ -135,20 +135,15 @@ def _adapter_tensor_count(adapter_dir) -> int:
         return len(list(handle.keys()))
 
 
-def load_model_and_tokenizer(
-    model: str | None, adapter: str | None = None, device: str | None = None, *, dtype: str | None = None
-):
-    """(model in eval mode on `device`, tokenizer) for the names `resolve_model_and_adapter` accepts.
-
-    `device` None: cuda when available, else cpu. `dtype` None: float32 (the default of `from_pretrained`);
-    "auto": the checkpoint's own dtype.
-    """
+def load_model_and_tokenizer(model: str | None, adapter: str | None = None, device: str | None = None):
+    """(model in eval mode on `device`, in the checkpoint's dtype; tokenizer) for the names that
+    `resolve_model_and_adapter` accepts. `device` None: cuda when available, else cpu."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model, adapter = resolve_model_and_adapter(model, adapter)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        loaded = AutoModelForCausalLM.from_pretrained(model)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model, adapter))
     except OSError as error:  # an incomplete folder, an unknown Hub repo, no network: one line, not a traceback
         if Path(model).exists():
