@@ -2,7 +2,7 @@
 
 Importing this package registers `model_type="wren"` with transformers' Auto classes and PEFT's
 default LoRA target modules (the latter when PEFT is imported, see `peft_defaults`); it does not import
-the training stack (PEFT, Accelerate, datasets).
+the training stack (PEFT, datasets, `wrenlm.training`).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
