@@ -10,11 +10,12 @@ GGUF needs the `gguf` package (`pip install 'wrenlm[gguf]'`).
 
 from pathlib import Path
 
-import jinja2
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig, PreTrainedModel
 from transformers.utils import logging
 from transformers.utils.import_utils import GGUF_MIN_VERSION, is_gguf_available
 
+from ..tokenization.special_tokens import add_chat_stop_tokens
+from ..tokenization.special_tokens import turn_end_token_ids as chat_stop_token_ids
 from .config_mapping import config_to_wren
 from .convert import convert_to_wren
 
@@ -23,8 +24,6 @@ logger = logging.get_logger(__name__)
 GGUF_REQUIREMENT = f"gguf>={GGUF_MIN_VERSION}"
 _GGUF_MAGIC = b"GGUF"
 _HUB_URL = "https://huggingface.co/"
-# Content of a probe assistant message, located in the rendered chat template to find what follows it.
-_PROBE_REPLY = "wrenlm stop-token probe"
 
 
 class GGUFPackageMissingError(ImportError, ValueError):
@@ -105,33 +104,6 @@ def load_gguf(path: "str | Path", *, dtype=None, metadata: dict | None = None) -
     tokenizer = AutoTokenizer.from_pretrained(folder, **options)
     add_chat_stop_tokens(model.generation_config, tokenizer)
     return model.eval(), tokenizer
-
-
-def chat_stop_token_ids(tokenizer) -> list[int]:
-    """The special token the chat template writes right after an assistant message (ChatML: `<|im_end|>`)."""
-    if not getattr(tokenizer, "chat_template", None):
-        return []
-    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": _PROBE_REPLY}]
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-    except (jinja2.TemplateError, ValueError) as error:
-        logger.warning(f"Could not render the chat template to find its end-of-turn token ({error}).")
-        return []
-    after_reply = text[text.rindex(_PROBE_REPLY) + len(_PROBE_REPLY) :]
-    # Control tokens such as <|im_end|> are special added tokens without being bos/eos/pad.
-    special_ids = set(tokenizer.all_special_ids)
-    special_ids.update(index for index, token in tokenizer.added_tokens_decoder.items() if token.special)
-    ids = tokenizer(after_reply, add_special_tokens=False)["input_ids"]
-    return [next(token for token in ids if token in special_ids)] if special_ids.intersection(ids) else []
-
-
-def add_chat_stop_tokens(generation_config, tokenizer) -> None:
-    """Make `generate` stop at the end of a chat turn as well as at the model's eos token(s)."""
-    eos = generation_config.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    stops = eos + [token for token in chat_stop_token_ids(tokenizer) if token not in eos]
-    if stops:
-        generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
 
 
 def convert_gguf_to_wren(

@@ -23,14 +23,12 @@ from pathlib import Path
 from transformers.utils import logging
 
 from ..hub.model_card import CARD_FILE, write_model_card
-from ..training.defaults import CACHE_ENV_VAR, cache_dir
+from ..paths import CACHE_ENV_VAR, SMOLLM2_OUTPUT_DIR, cache_dir
 from .convert import convert_to_wren
 from .gguf import load_gguf, require_gguf
 
 logger = logging.get_logger(__name__)
 
-# Where `wren import smollm2` (no --out) writes the model; `wren chat` prefers it when present.
-SMOLLM2_OUTPUT_DIR = os.path.join("runs", "smollm2-135m-instruct")
 _HASH_CHUNK = 1 << 20
 _PROBE_CHATS = [
     [{"role": "user", "content": "Hi!"}],

@@ -1,7 +1,6 @@
 """`wren chat [MODEL_OR_REPO] [--adapter DIR]`: open the Gradio chat demo."""
 
-from ..conversion.packaged import SMOLLM2_OUTPUT_DIR
-from ..training.defaults import DEFAULT_OUTPUT_DIR
+from ..paths import DEFAULT_OUTPUT_DIR, SMOLLM2_OUTPUT_DIR
 
 
 def add_arguments(parser) -> None:

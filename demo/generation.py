@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from ..tokenization.special_tokens import pad_token_id, stop_token_ids
+
 GENERATION_THREAD_NAME = "wren-generate"
-# Chat turns end with this marker (Wren's and SmolLM2's ChatML templates) even where the eos token differs.
-TURN_END_TOKEN = "<|im_end|>"
 
 
 @dataclass(frozen=True)
@@ -66,29 +66,19 @@ def fit_to_context(ids: list[int], context: int, max_new_tokens: int) -> tuple[l
     return ids[dropped:], max_new_tokens, notice
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
-    """eos of the generation config and the tokenizer, plus the chat turn end when the vocabulary has one."""
-    ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    for candidate in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(TURN_END_TOKEN)):
-        if candidate is not None and candidate != tokenizer.unk_token_id and candidate not in ids:
-            ids.append(candidate)
-    return ids
-
-
 def stream_generate(model, tokenizer, ids: list[int], settings: SamplingSettings) -> Iterator[str]:
     """Yield the reply decoded so far (cumulative text) as tokens arrive; closing the iterator stops generation."""
     stop = threading.Event()
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     input_ids = torch.tensor([ids], device=model.device)
-    eos = stop_token_ids(model, tokenizer)
+    eos = stop_token_ids(tokenizer, model.generation_config)
     kwargs = dict(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
         streamer=streamer,
         stopping_criteria=StoppingCriteriaList([StopOnEvent(stop)]),
         eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0],
+        pad_token_id=pad_token_id(tokenizer),
         **settings.generate_kwargs(),
     )
     failure: list[BaseException] = []

@@ -2,11 +2,8 @@
 
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from ..conversion.packaged import SMOLLM2_OUTPUT_DIR
-from ..training.defaults import DEFAULT_OUTPUT_DIR
-from ..training.lora import split_model_and_adapter, tokenizer_source
+from ..hub.loading import load_model_and_tokenizer, resolve_model_and_adapter
+from ..paths import DEFAULT_OUTPUT_DIR, SMOLLM2_OUTPUT_DIR
 
 
 def default_model() -> str:
@@ -21,8 +18,8 @@ def load_chat_model(model: str | None = None, adapter: str | None = None):
     """(model, tokenizer, label) for the demo.
 
     `model` is a model folder or Hub repo id (default: `default_model()`), or an adapter folder, whose base model
-    it names; `adapter` is a PEFT (LoRA) adapter folder or repo applied on top. The tokenizer comes from the
-    adapter when it ships one (fine-tuning may add chat tokens), else from the model.
+    it names; `adapter` is a PEFT (LoRA) adapter folder or repo applied on top (see `wrenlm.hub.loading`). The
+    tokenizer comes from the adapter when it ships one (fine-tuning may add chat tokens), else from the model.
     """
     if model is None:
         model = default_model()
@@ -33,11 +30,8 @@ def load_chat_model(model: str | None = None, adapter: str | None = None):
                 f"(into {SMOLLM2_OUTPUT_DIR}, which `wren chat` then prefers), or name a model: "
                 "`wren chat FOLDER_OR_HUB_REPO`."
             )
-    model, adapter = split_model_and_adapter(model, adapter)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model, adapter))
-    if adapter is None:
-        return base.eval(), tokenizer, str(model)
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base, adapter).eval(), tokenizer, f"{model} + adapter {adapter}"
+    base, adapter_dir = resolve_model_and_adapter(model, adapter)
+    loaded, tokenizer = load_model_and_tokenizer(base, adapter_dir, device="cpu")
+    if adapter_dir is None:
+        return loaded, tokenizer, base
+    return loaded, tokenizer, f"{base} + adapter {adapter or adapter_dir}"

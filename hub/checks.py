@@ -4,13 +4,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..paths import ADAPTER_CONFIG_FILE as ADAPTER_CONFIG
+from ..paths import TOKENIZER_CONFIG_FILE as TOKENIZER_CONFIG
 from .checkpoint_files import check_checkpoint_files
 from .code_export import relative_imports
 from .upload import pushable_files
 
-ADAPTER_CONFIG = "adapter_config.json"
 MODEL_CONFIG = "config.json"
-TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
 @dataclass

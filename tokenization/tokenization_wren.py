@@ -46,7 +46,8 @@ CHAT_TOKENS: tuple[str, ...] = (IM_START_TOKEN, IM_END_TOKEN)
 # ChatML. The assistant's content and its closing <|im_end|> sit inside {% generation %} so that
 # `apply_chat_template(..., return_assistant_tokens_mask=True)` marks exactly the tokens to train on
 # (the model learns to close its turn); the role header and the newline after <|im_end|> are context.
-# Content may be a string, None, or a list of {"type": "text", "text": ...} parts.
+# Content may be a string, None, or a list of {"type": "text", "text": ...} parts. Generation stops at the
+# token after a reply (`special_tokens.stop_token_ids` finds it by rendering the template).
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}\n"
     "{%- if message['content'] is string -%}{%- set content = message['content'] -%}\n"

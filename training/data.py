@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tokenization.special_tokens import pad_token_id
+
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
@@ -303,7 +305,7 @@ def build_eval_blocks(documents, tokenizer, block_size: int, *, desc: str = "val
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise ValueError("The tokenizer has no EOS token; documents are packed with EOS between them.")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    pad_id = pad_token_id(tokenizer)
     tokenized = documents.map(
         _tokenize_batch,
         batched=True,

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from .defaults import DEFAULT_OUTPUT_DIR
+from ..paths import DEFAULT_OUTPUT_DIR
 from .metrics import METRIC_NAMES
 
 

@@ -25,51 +25,18 @@ from pathlib import Path
 
 import torch
 
+from ..hub.loading import load_model_and_tokenizer, resolve_model_and_adapter
+from ..tokenization.special_tokens import pad_token_id, stop_token_ids
 from .metrics import METRIC_NAMES, load_metric
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA = "default"
 LIKELIHOOD_METRICS = ("perplexity", "bits_per_character")
-END_OF_TURN_TOKEN = "<|im_end|>"
 
 
 # ----------------------------------------------------------------------------------------------
-# Loading
-def resolve_model_and_adapter(model_dir: str | None, adapter: str | None) -> tuple[str, str | None]:
-    """(base model folder, adapter folder or None); `model_dir` may be an adapter folder, or None with an
-    adapter, and the base model then comes from the adapter's `adapter_config.json`."""
-    from .lora import read_adapter_config, split_model_and_adapter
-
-    model_dir, adapter = split_model_and_adapter(model_dir, adapter)
-    if adapter is not None:
-        read_adapter_config(adapter)  # a missing adapter fails before the base model loads
-    if not model_dir or not Path(model_dir).exists():
-        raise FileNotFoundError(f"Model folder {model_dir!r} does not exist.")
-    return str(model_dir), adapter
-
-
-def load_model_and_tokenizer(model_dir: str | None, adapter: str | None = None, device: str | None = None):
-    """A base model (+ LoRA adapter) in eval mode and its tokenizer (the adapter folder's, when it has one).
-
-    `model_dir` may itself be an adapter folder, or None with an adapter: the base model then comes from
-    the adapter's `adapter_config.json`.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import wrenlm  # noqa: F401  (registers Wren with the Auto classes and PEFT)
-
-    from .lora import load_adapter, tokenizer_source
-
-    model_dir, adapter = resolve_model_and_adapter(model_dir, adapter)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir, adapter))
-    if adapter is not None:
-        model = load_adapter(model, adapter)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval(), tokenizer
-
-
+# Loading data (models and adapters load in `wrenlm.hub.loading`)
 def is_chat_data(data: str) -> bool:
     """Built-in tasks and JSONL files whose first record has `messages` are chat data."""
     from .tasks import is_builtin
@@ -138,21 +105,12 @@ def reference_answer(messages: list[dict]) -> str:
     return messages[-1]["content"]
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """EOS plus the chat template's end-of-turn token when the vocabulary has one."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    end_of_turn = tokenizer.get_vocab().get(END_OF_TURN_TOKEN)
-    if end_of_turn is not None and end_of_turn not in ids:
-        ids.append(end_of_turn)
-    return ids
-
-
 @torch.no_grad()
 def generate_answers(model, tokenizer, conversations: Sequence[dict], batch_size: int = 32, max_new_tokens: int = 32):
     """Greedy replies to each conversation's prompt (everything before its last assistant turn)."""
     from transformers import GenerationConfig
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     # Neutral sampling fields: unset ones would be taken from the model's own (sampling) generation config.
     generation_config = GenerationConfig(
         do_sample=False,
@@ -160,7 +118,7 @@ def generate_answers(model, tokenizer, conversations: Sequence[dict], batch_size
         top_k=None,
         top_p=None,
         max_new_tokens=max_new_tokens,
-        eos_token_id=stop_token_ids(tokenizer),
+        eos_token_id=stop_token_ids(tokenizer, model.generation_config),
         pad_token_id=pad_id,
     )
     device = next(model.parameters()).device
@@ -238,7 +196,7 @@ def run_evaluation(
         if likelihood:
             encoder = ChatEncoder(tokenizer, max_length=model.config.max_position_embeddings)
             rows = encoder.encode_all(conversations, what=data)
-            collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+            collate = PadCollator(pad_token_id(tokenizer))
             results["metrics"].update(
                 score_likelihood(model, (collate(chunk) for chunk in batched(rows, batch_size)), likelihood)
             )

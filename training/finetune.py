@@ -16,17 +16,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..paths import DEFAULT_OUTPUT_DIR
+from ..paths import FINETUNE_CONFIG_FILE as CONFIG_FILE
+from ..paths import FINETUNE_RESULTS_FILE as RESULTS_FILE
 from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
 from .config import TrainingConfig, config_to_dict
-from .defaults import DEFAULT_OUTPUT_DIR
 from .moe import moe_callbacks
 from .trainer import Trainer
 
 DEFAULT_FINETUNE_OUTPUT_DIR = "runs/wren-lora"
 MERGED_DIR = "merged"
-RESULTS_FILE = "finetune_results.json"
-CONFIG_FILE = "finetune_config.yaml"
 EXPERT_CHOICES = ("auto", "yes", "no")
 
 
@@ -150,6 +150,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     from accelerate.utils import set_seed
     from peft import get_peft_model
 
+    from ..tokenization.special_tokens import pad_token_id
     from .finetune_data import ChatEncoder, PadCollator, load_chat_splits
     from .lora import wren_lora_config
     from .pretrain import _start_over
@@ -194,7 +195,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_token_id(tokenizer)
     # Exact match and samples need a reply to compare with: conversations that end with the assistant.
     held_out = [conv for conv in splits["eval"] if conv["messages"][-1]["role"] == "assistant"]
     exact_match = None

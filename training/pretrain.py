@@ -14,6 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ..paths import TRAIN_CONFIG_FILE as CONFIG_FILE
+from ..paths import TRAIN_RESULTS_FILE as RESULTS_FILE
+from ..tokenization.special_tokens import pad_token_id
 from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
 from .checkpointing import CHECKPOINT_DIR
@@ -25,9 +28,6 @@ from .trainer import Trainer
 from .validation import generate_text
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FILE = "train_results.json"
-CONFIG_FILE = "training_config.yaml"
 
 
 def _say(accelerator, message: str) -> None:
@@ -106,7 +106,7 @@ def default_generation_config(tokenizer):
     return GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        pad_token_id=pad_token_id(tokenizer),
         do_sample=True,
         temperature=0.8,
         top_k=50,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-METRICS_FILE = "metrics.jsonl"
+from ..paths import METRICS_FILE
 
 
 class MetricsLog:

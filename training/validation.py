@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
+from ..tokenization.special_tokens import pad_token_id
 from .metrics.likelihood import bits_per_character, mean_nll, perplexity_from_loss
 
 NOT_MODEL_INPUTS = ("labels", "num_chars")
@@ -98,7 +99,7 @@ def generate_text(model, tokenizer, prompts: list[str], max_new_tokens=60, tempe
             temperature=temperature,
             top_k=top_k,
             max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            pad_token_id=pad_token_id(tokenizer),
             eos_token_id=tokenizer.eos_token_id,
         )
         texts.append(tokenizer.decode(output[0, 1:], skip_special_tokens=True))

@@ -1,15 +1,16 @@
 """wrenlm: the Wren decoder family for the Hugging Face stack.
 
 Importing this package registers `model_type="wren"` with transformers' Auto classes and PEFT's
-default LoRA target modules.
+default LoRA target modules (the latter when PEFT is imported, see `peft_defaults`); it does not import
+the training stack (PEFT, datasets, `wrenlm.training`).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .configuration import PRESETS, WrenConfig, preset_config
 from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
+from .peft_defaults import register_peft_defaults
 from .tokenization.tokenization_wren import WrenTokenizer
-from .training.lora import register_peft_defaults
 
 __version__ = "0.1.0"
 

@@ -10,8 +10,8 @@ from peft import LoraConfig, get_peft_model
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR
 from wrenlm.demo import ChatApp, SamplingSettings, default_model, fit_to_context, load_chat_model, stream_generate
 from wrenlm.demo.app import NOTICE_TITLE
-from wrenlm.demo.generation import stop_token_ids
 from wrenlm.tokenization import WrenTokenizer
+from wrenlm.tokenization.special_tokens import stop_token_ids
 from wrenlm.training.defaults import DEFAULT_OUTPUT_DIR
 
 from wrenlm.cli import main as wren
@@ -116,7 +116,7 @@ def test_chat_without_template_points_to_raw_completion(reply_model):
 
 
 def test_stop_tokens_include_the_turn_end(reply_model, chat_tokenizer):
-    ids = stop_token_ids(reply_model, chat_tokenizer)
+    ids = stop_token_ids(chat_tokenizer, reply_model.generation_config)
     assert chat_tokenizer.convert_tokens_to_ids("<|im_end|>") in ids and chat_tokenizer.eos_token_id in ids
 
 

@@ -10,7 +10,7 @@ import torch
 from wren_testing.finetune import chat, save_tiny_base, write_jsonl
 from peft import get_peft_model
 from wren_testing.training import make_document
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig
 from wrenlm.training import evaluation
 from wrenlm.training.evaluation import generate_answers, run_evaluation, score_exact_match
 from wrenlm.training.lora import wren_lora_config
@@ -145,6 +145,7 @@ class OracleModel(torch.nn.Module):
     def __init__(self, tokenizer, correct: bool):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
         self.tokenizer = tokenizer
         self.correct = correct
 
