@@ -4,6 +4,8 @@ Importing this package registers `model_type="wren"` with transformers' Auto cla
 default LoRA target modules.
 """
 
+from importlib.metadata import version
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .configuration import PRESETS, WrenConfig, preset_config
@@ -11,7 +13,8 @@ from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
 from .tokenization.tokenization_wren import WrenTokenizer
 from .training.lora import register_peft_defaults
 
-__version__ = "0.1.0"
+# One source of truth: pyproject's `version`, as installed (an editable install has the metadata too).
+__version__ = version("wrenlm")
 
 
 def _register() -> None:

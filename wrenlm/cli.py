@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from huggingface_hub.errors import StrictDataclassError
 
+from . import __version__
+
 
 class Command(NamedTuple):
     module: str
@@ -32,7 +34,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def _print_overview() -> None:
-    print("usage: wren <command> [options]\n\ncommands:")
+    print("usage: wren <command> [options]\n       wren --version\n\ncommands:")
     width = max(len(name) for name in COMMANDS)
     for name, command in COMMANDS.items():
         print(f"  {name:<{width}}  {command.summary}")
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         _print_overview()
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"wren {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
