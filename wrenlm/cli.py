@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from huggingface_hub.errors import StrictDataclassError
 
+from . import __version__
+
 
 class Command(NamedTuple):
     module: str
@@ -31,8 +33,12 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Modules of the optional dependencies, each with the extra that installs it (pyproject.toml).
+EXTRA_FOR_MODULE = {"gradio": "demo", "gguf": "gguf", "deepspeed": "deepspeed", "tensorboard": "track"}
+
+
 def _print_overview() -> None:
-    print("usage: wren <command> [options]\n\ncommands:")
+    print("usage: wren <command> [options]\n       wren --version\n\ncommands:")
     width = max(len(name) for name in COMMANDS)
     for name, command in COMMANDS.items():
         print(f"  {name:<{width}}  {command.summary}")
@@ -44,15 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         _print_overview()
         return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"wren {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"wren: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name].module)
-    parser = argparse.ArgumentParser(prog=f"wren {name}", description=COMMANDS[name].summary)
-    module.add_arguments(parser)
-    args = parser.parse_args(rest)
     try:
+        module = importlib.import_module(COMMANDS[name].module)
+        parser = argparse.ArgumentParser(prog=f"wren {name}", description=COMMANDS[name].summary)
+        module.add_arguments(parser)
+        args = parser.parse_args(rest)
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError, PermissionError, StrictDataclassError) as error:
         # User errors get one clear line; WREN_DEBUG=1 shows the traceback.
@@ -60,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"wren {name}: error: {error}".strip(), file=sys.stderr)
         return 1
-
+    except ModuleNotFoundError as error:  # an optional dependency the command needs (even for --help)
+        extra = EXTRA_FOR_MODULE.get((error.name or "").split(".")[0])
+        if extra is None or os.environ.get("WREN_DEBUG"):
+            raise
+        print(f"wren {name}: error: {error.name} is not installed: pip install 'wrenlm[{extra}]'", file=sys.stderr)
+        return 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -49,14 +49,14 @@ def subprocess_env(tmp_path: Path, **extra) -> dict:
     return env
 
 
-def run_python(script: str, env: dict, *, cwd, hide_wrenlm: bool = False, timeout: int = 240):
-    """Run `script` in a fresh interpreter; its last stdout line is JSON, returned decoded.
+def run_python(script: str, env: dict, *, cwd, hide_wrenlm: bool = False, timeout: int = 240, python=None):
+    """Run `script` in a fresh interpreter (`python`, default this one); its last stdout line is JSON, decoded.
 
     hide_wrenlm: `python -S` skips site-packages' .pth files, so the editable wrenlm install is not importable
     while torch/transformers (on PYTHONPATH) are: a machine where wrenlm was never installed. `cwd` must not be
     the repository root, whose wrenlm/ folder would be importable from there.
     """
-    command = [sys.executable, "-c", textwrap.dedent(script)]
+    command = [str(python or sys.executable), "-c", textwrap.dedent(script)]
     if hide_wrenlm:
         command.insert(1, "-S")
         env = {**env, "PYTHONPATH": SITE_PACKAGES}
