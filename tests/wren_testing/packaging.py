@@ -1,4 +1,4 @@
-"""Helpers for tests/packaging (importable as `packaging_testing`; tests/ is on pytest's pythonpath).
+"""Helpers for tests/packaging (`wren_testing.packaging`): build the distributions once, install the wheel in a fresh venv.
 
 `build_distributions`: an sdist and two wheels built from a copy of the tracked files only (untracked junk in the
 checkout cannot leak in): one wheel from the tree, one from the sdist (what pip does with an sdist).
