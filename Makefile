@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.wrenlm-installed
 PYTEST_ARGS ?=
 
-.PHONY: install chromium test test-package test-slow test-smollm2 demo bench clean
+.PHONY: install lint format chromium test test-package test-slow test-smollm2 demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 install: $(STAMP)
+
+# Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites the files.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Debian's headless Chromium for the browser tests (Playwright drives it; it never downloads a browser). Where it
 # cannot be installed (no apt, not root) the browser tests skip and say so.

@@ -1,4 +1,4 @@
-"""The `wren` command line: one entry point, one module per subcommand.
+"""The `wren` command line: one entry point, one module per subcommand, named `<command>_cli.py` in the folder that does the work.
 
 Each subcommand module provides `add_arguments(parser)` and `run(args) -> int | None`; modules are
 imported only when their command runs, so `wren --help` stays fast.
@@ -21,15 +21,15 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "train-tokenizer": Command("wrenlm.tokenization.cli", "train a byte-level BPE tokenizer on text files"),
+    "train-tokenizer": Command("wrenlm.tokenization.train_tokenizer_cli", "train a byte-level BPE tokenizer on text files"),
     "pretrain": Command("wrenlm.training.pretrain_cli", "pretrain a Wren model with Accelerate"),
     "finetune": Command("wrenlm.training.finetune_cli", "LoRA fine-tune a Wren model on chat data"),
     "eval": Command("wrenlm.training.eval_cli", "evaluate a model (perplexity, bits/char, exact match)"),
-    "convert": Command("wrenlm.conversion.cli", "convert Llama/Mistral/Qwen/Mixtral checkpoints to and from Wren"),
+    "convert": Command("wrenlm.conversion.convert_cli", "convert Llama/Mistral/Qwen/Mixtral checkpoints to and from Wren"),
     "import": Command("wrenlm.conversion.import_cli", "import a known pretrained model (e.g. smollm2) offline"),
-    "chat": Command("wrenlm.demo.cli", "open the Gradio chat demo"),
-    "push": Command("wrenlm.hub.cli_push", "push a model or adapter folder to the Hugging Face Hub"),
-    "pull": Command("wrenlm.hub.cli_pull", "download a model from the Hugging Face Hub"),
+    "chat": Command("wrenlm.demo.chat_cli", "open the Gradio chat demo"),
+    "push": Command("wrenlm.hub.push_cli", "push a model or adapter folder to the Hugging Face Hub"),
+    "pull": Command("wrenlm.hub.pull_cli", "download a model from the Hugging Face Hub"),
 }
 
 

@@ -19,7 +19,7 @@ def test_cache_folder_precedence(monkeypatch, tmp_path):
 def test_every_user_reads_the_same_names():
     import wrenlm.training
     from wrenlm.conversion import packaged
-    from wrenlm.demo import cli as chat_cli
+    from wrenlm.demo import chat_cli
     from wrenlm.demo import loading as chat_loading
     from wrenlm.training import corpus, defaults, eval_cli, finetune, pretrain
 
