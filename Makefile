@@ -1,5 +1,6 @@
-# `make test` sets everything up on a fresh machine (venv, CPU torch, the package with its test
-# extras) and runs the suite; `make demo` trains the default model and opens the chat demo.
+# `make test` sets everything up on a fresh machine (venv, torch, the package with its test extras) and runs the
+# suite; `make demo` trains the default model and opens the chat demo. torch: the exact pin takes a local CPU wheel
+# where one is configured; elsewhere set TORCH_INDEX (see docs/install.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -40,7 +41,7 @@ test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 --timeout 900 -m "not slow" $(PYTEST_ARGS)
 
 # The wheel a user gets (tests/packaging, part of `make test` too): sdist and wheels built from the tracked files,
-# the wheel installed in a fresh venv and run from outside the checkout. See docs/install.md.
+# the wheel installed in a fresh venv and run from outside the checkout. See docs/contributing.md.
 test-package: $(STAMP)
 	$(BIN)/python -m pytest --timeout 900 tests/packaging $(PYTEST_ARGS)
 
