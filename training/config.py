@@ -17,6 +17,10 @@ import yaml
 
 from .defaults import DEFAULT_OUTPUT_DIR, DEFAULT_PRESET
 
+OPTIMIZERS = ("adamw", "muon")
+LR_SCHEDULES = ("cosine", "wsd")
+DECAY_SHAPES = ("linear", "1-sqrt", "cosine")
+
 
 @dataclass
 class TrainingConfig:
@@ -29,13 +33,22 @@ class TrainingConfig:
     max_steps: int = 1000
     per_device_batch_size: int = 16
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 3e-3
+    learning_rate: float = 3e-3  # peak LR of AdamW (all parameters, or those Muon does not take)
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
+    lr_schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay); see training/optim.py
+    warmup_fraction: float = 0.05  # linear warmup over this fraction of max_steps ...
+    warmup_steps: int | None = None  # ... unless this many steps are given
+    decay_fraction: float = 0.2  # wsd: the last fraction of the run decays to min_lr_ratio
+    decay_shape: str = "linear"  # wsd: linear | 1-sqrt | cosine
     weight_decay: float = 0.1
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
+    # adamw: AdamW everywhere; muon: torch.optim.Muon for the hidden weight matrices, AdamW for the rest
+    optimizer: str = "adamw"
+    muon_learning_rate: float = 0.02
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
@@ -68,7 +81,6 @@ class TrainingConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {getattr(self, name)}.")
         for name in (
-            "warmup_steps",
             "eval_every",
             "eval_blocks",
             "log_every",
@@ -78,8 +90,23 @@ class TrainingConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"`learning_rate` must be positive, got {self.learning_rate}.")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"`warmup_steps` must be >= 0, got {self.warmup_steps}.")
+        for name in ("learning_rate", "muon_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        for name in ("warmup_fraction", "decay_fraction", "muon_momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
+        if self.muon_weight_decay < 0:
+            raise ValueError(f"`muon_weight_decay` must be >= 0, got {self.muon_weight_decay}.")
+        for name, allowed in (
+            ("optimizer", OPTIMIZERS),
+            ("lr_schedule", LR_SCHEDULES),
+            ("decay_shape", DECAY_SHAPES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"`min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio}.")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
@@ -100,7 +127,7 @@ class PretrainConfig(TrainingConfig):
     max_steps: int = 1200
     per_device_batch_size: int = 8
     learning_rate: float = 2e-3
-    warmup_steps: int = 200
+    warmup_fraction: float = 1 / 6
     min_lr_ratio: float = 0.05
     eval_every: int = 300
     eval_blocks: int = 32

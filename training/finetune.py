@@ -69,6 +69,10 @@ class FinetuneConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.optimizer != "adamw":
+            # LoRA's A/B factors are 2-D, but Muon would orthogonalise each factor's update, not their product's,
+            # and alpha/r is calibrated for Adam-style updates: adapters keep AdamW (docs/fine-tuning.md).
+            raise ValueError(f"`wren finetune` trains LoRA adapters with AdamW only; got --optimizer {self.optimizer}.")
         if self.lora_r <= 0 or self.lora_alpha <= 0:
             raise ValueError(f"`lora_r` and `lora_alpha` must be positive, got {self.lora_r} and {self.lora_alpha}.")
         if not 0.0 <= self.lora_dropout < 1.0:

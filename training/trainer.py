@@ -42,7 +42,7 @@ from .checkpointing import (
 )
 from .config import TrainingConfig, config_to_dict
 from .data import EpochSampler, collate_blocks
-from .optim import build_optimizer, build_scheduler, weight_decay_groups
+from .optim import build_optimizer, build_scheduler, check_optimizer_engine, parameter_groups
 from .tracking import METRICS_FILE, LossWindow, MetricsLog
 from .validation import sample_texts, validation_metrics
 
@@ -106,7 +106,8 @@ class Trainer:
                 model.config.use_cache = False
 
         if optimizer is None:
-            groups = param_groups if param_groups is not None else weight_decay_groups(model, config.weight_decay)
+            check_optimizer_engine(config, acc)
+            groups = param_groups if param_groups is not None else parameter_groups(model, config)
             self.param_group_names = [g.get("names", []) for g in groups]
             optimizer = build_optimizer(groups, config)
         if scheduler is None:

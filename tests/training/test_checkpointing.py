@@ -71,17 +71,26 @@ def _run_worker(settings: dict, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_resume_after_sigkill_continues_exactly(tiny_settings, tmp_path):
+MUON_MOE = {
+    "optimizer": "muon",
+    "model": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "num_shared_experts": 1},
+}
+
+
+@pytest.mark.parametrize("variant", [{}, MUON_MOE], ids=["adamw", "muon-moe"])
+def test_resume_after_sigkill_continues_exactly(tiny_settings, tmp_path, variant):
     """A run killed (SIGKILL) after step 6 and resumed from its step-4 checkpoint reproduces the
     uninterrupted run bit for bit: same losses at every step, same final weights. Dropout is on, so
-    the RNG state has to be restored too; the data order crosses an epoch boundary."""
+    the RNG state has to be restored too; the data order crosses an epoch boundary. With Muon (on an
+    MoE model, so the per-expert path too) the momentum buffers and the AdamW moments must come back."""
     common = {
         "max_steps": 10,
         "save_every": 4,
         "eval_every": 5,
         "log_every": 1,
         "per_device_batch_size": 32,
-        "model": {"attention_dropout": 0.2},
+        **variant,
+        "model": {"attention_dropout": 0.2, **variant.get("model", {})},
     }
     reference = tiny_settings(output_dir=tmp_path / "reference", **common)
     interrupted = tiny_settings(output_dir=tmp_path / "interrupted", **common)
@@ -99,8 +108,9 @@ def test_resume_after_sigkill_continues_exactly(tiny_settings, tmp_path):
     expected, got = train_losses(tmp_path / "reference"), train_losses(tmp_path / "interrupted")
     assert list(expected) == list(range(1, 11))
     assert got == expected  # exact equality, not approximate
-    state = read_trainer_state(latest_checkpoint(tmp_path / "reference" / "checkpoints"))["state"]
-    assert state["epoch"] >= 1
+    record = read_trainer_state(latest_checkpoint(tmp_path / "reference" / "checkpoints"))
+    assert record["state"]["epoch"] >= 1
+    assert record["config"]["optimizer"] == variant.get("optimizer", "adamw")
     a = load_file(tmp_path / "reference" / "model.safetensors")
     b = load_file(tmp_path / "interrupted" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

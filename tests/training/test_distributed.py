@@ -14,9 +14,12 @@ WORKER = Path(__file__).with_name("pretrain_worker.py")
 
 
 @pytest.mark.timeout(180)
-def test_two_processes_match_one_process_with_the_same_global_batch(tiny_settings, tmp_path):
-    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=8, max_steps=6, eval_every=3)
-    double = tiny_settings(output_dir=tmp_path / "double", per_device_batch_size=4, max_steps=6, eval_every=3)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_settings, tmp_path, optimizer):
+    """DDP averages the gradients before the step, so Muon orthogonalises the same matrices on both ranks."""
+    common = {"max_steps": 6, "eval_every": 3, "optimizer": optimizer}
+    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=8, **common)
+    double = tiny_settings(output_dir=tmp_path / "double", per_device_batch_size=4, **common)
     run_pretraining(apply_overrides(PretrainConfig(), single))
 
     launched = launch_two_cpu_processes([str(WORKER), json.dumps(double), "--expect-processes", "2"])
@@ -26,9 +29,17 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_setting
     assert results["num_processes"] == 2
     a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "double")
     assert list(a) == list(b) == [1, 2, 3, 4, 5, 6]
-    assert [b[s] for s in b] == pytest.approx([a[s] for s in a], rel=1e-5)
+    # torch's Muon orthogonalises in bfloat16, and Newton-Schulz magnifies the smallest singular directions. The
+    # all-reduced and the one-process mean gradients differ in their last bit (gloo's summation order): measured in
+    # one process, scaling the gradients by (1 + 2e-7) moves these 32-wide matrices by up to 2.5% (relative norm)
+    # in 6 steps and the losses by up to 4e-6 (relative), while stepping on half the batch (ranks out of sync)
+    # moves the losses by 2e-4 or more. So with Muon the losses are compared at 5e-5 and the weights are not.
+    rel = 1e-5 if optimizer == "adamw" else 5e-5
+    assert [b[s] for s in b] == pytest.approx([a[s] for s in a], rel=rel)
     single_results = json.loads((tmp_path / "single" / "train_results.json").read_text())
-    assert results["validation_loss"] == pytest.approx(single_results["validation_loss"], rel=1e-5)
+    assert results["validation_loss"] == pytest.approx(single_results["validation_loss"], rel=rel)
+    if optimizer == "muon":
+        return
     wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "double" / "model.safetensors")
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)
