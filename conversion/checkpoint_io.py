@@ -9,8 +9,10 @@ from copy import deepcopy
 from pathlib import Path
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ..hub.checkpoint_files import check_checkpoint_files
 from .errors import UnsupportedConversionError
 
 # Files whose presence means a folder carries a tokenizer.
@@ -39,12 +41,22 @@ def load_config(source: "PreTrainedModel | str | Path", load_kwargs: dict | None
     if not isinstance(source, (str, Path)):
         raise TypeError(f"Expected a PreTrainedModel, a folder or a Hub id, got {type(source).__name__}.")
     path = Path(source)
+    if not path.exists() and not _is_repo_id(str(source)):
+        raise FileNotFoundError(f"Checkpoint folder {source} does not exist (nor is it a Hub repo id).")
     if path.is_dir() and not (path / "config.json").is_file() and not (load_kwargs or {}).get("gguf_file"):
         raise FileNotFoundError(f"{path} has no config.json; is it a transformers checkpoint folder?")
     try:
         return AutoConfig.from_pretrained(str(source), **(load_kwargs or {}))
     except OSError as error:  # missing folder / unreachable Hub id: a user error, reported in one line
         raise FileNotFoundError(f"Cannot read a model config from {source}: {error}") from error
+
+
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def source_model_type(source: "str | Path", load_kwargs: dict | None = None) -> str:
@@ -60,6 +72,8 @@ def load_causal_lm(
         return source
     if not isinstance(source, (str, Path)):
         raise TypeError(f"Expected a PreTrainedModel, a folder or a Hub id, got {type(source).__name__}.")
+    if Path(source).is_dir():
+        check_checkpoint_files(source)  # names a missing or corrupt weight file, which safetensors would not
     kwargs = dict(load_kwargs or {})
     kwargs.setdefault("dtype", dtype if dtype is not None else "auto")
     try:

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from ..output_dir import add_force_argument
 from .packaged import PACKAGED_MODELS, models_cache_dir
 
 
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="weight dtype of the Wren checkpoint (default: float32, what the GGUF dequantizes to)",
     )
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    add_force_argument(parser, "--out")
     parser.add_argument(
         "--no-download",
         dest="download",

@@ -23,6 +23,7 @@ from pathlib import Path
 from transformers.utils import logging
 
 from ..hub.model_card import CARD_FILE, write_model_card
+from ..output_dir import check_output_dir, staged_output_dir
 from ..paths import CACHE_ENV_VAR, SMOLLM2_OUTPUT_DIR, cache_dir
 from .convert import convert_to_wren
 from .gguf import load_gguf, require_gguf
@@ -233,34 +234,24 @@ def import_packaged_model(
 ) -> Path:
     """Convert a packaged model (see `PACKAGED_MODELS`) into a Wren checkpoint folder with a model card.
 
-    The checkpoint is written to a temporary sibling folder and renamed into place, so `output_dir` never holds
-    half a model. An existing non-empty `output_dir` is replaced only with `force=True`.
+    The checkpoint is written to a temporary sibling folder and moved into place, so `output_dir` never holds
+    half a model. A non-empty `output_dir` is written into only with `force=True`, and then only the files the
+    import writes are replaced (with those of an earlier import there); nothing else in it is touched.
     """
     if name not in PACKAGED_MODELS:
         raise ValueError(f"Unknown packaged model {name!r}; choose one of: {', '.join(PACKAGED_MODELS)}.")
     model = PACKAGED_MODELS[name]
     output_dir = Path(output_dir or model.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"{output_dir} exists and is not a folder.")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
-        raise ValueError(f"{output_dir} is not empty; pass --force (force=True) to replace it.")
+    check_output_dir(output_dir, "import", force=force)
     require_gguf()  # before a 93 MB download that could not be read
     gguf_path = locate_gguf(model, download=download)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.tmp-{secrets.token_hex(4)}"
-    staging.mkdir()  # unlike mkdtemp, keeps the umask's permissions for the final folder
-    try:
+    with staged_output_dir(output_dir, "import") as staging:
         hf_model, tokenizer = load_gguf(gguf_path, dtype=dtype)
         marked = model.training_chat_template is not None and use_training_template(
             tokenizer, model.training_chat_template
         )
         wren = convert_to_wren(hf_model, staging, dtype=dtype, tokenizer=tokenizer)
         write_import_card(staging, model, gguf_path, wren.config.to_dict(), name=output_dir.name, marked=marked)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return output_dir
 
 

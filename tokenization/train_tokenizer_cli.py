@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ..output_dir import add_force_argument, check_output_dir, staged_output_dir
 from .tokenization_wren import DEFAULT_SPECIAL_TOKENS
 from .train import BACKENDS, DEFAULT_MIN_FREQUENCY, train_tokenizer
 
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"extra special tokens, reserved after the defaults {' '.join(DEFAULT_SPECIAL_TOKENS)}",
     )
     parser.add_argument("--out", required=True, help="output folder for the tokenizer (created if needed)")
+    add_force_argument(parser, "--out")
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    check_output_dir(args.out, "train-tokenizer", force=args.force)
     tokenizer = train_tokenizer(
         args.input,
         args.vocab_size,
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.no_progress,
         num_workers=args.num_workers,
     )
-    tokenizer.save_pretrained(args.out)
+    with staged_output_dir(args.out, "train-tokenizer") as staging:  # a kill mid-write leaves no half tokenizer
+        tokenizer.save_pretrained(staging)
     seconds = time.perf_counter() - start
     print(
         f"trained a {len(tokenizer)}-token vocabulary ({args.backend} backend) in {seconds:.1f} s; saved to {args.out}"

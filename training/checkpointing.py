@@ -3,15 +3,20 @@
 A checkpoint is written by every process into `checkpoints/.tmp-step-NNNNNNNN/` (Accelerate writes
 model, optimizer, scheduler and each process' RNG states; we add `trainer_state.json`), then the
 main process renames it to `checkpoints/step-NNNNNNNN/` in one `os.replace`. A crash at any point
-of the save leaves at most a `.tmp-*` folder, which is never picked as "latest" and is removed by
-the next save, so the newest complete checkpoint is always intact. After a successful save only
-the `keep_last` newest checkpoints are kept.
+of the save leaves at most a `.tmp-*step-*` folder, which is never picked as "latest", so the newest
+complete checkpoint is always intact. After a successful save only the `keep_last` newest checkpoints
+are kept; pruning renames a checkpoint to `.tmp-pruned-step-*` before deleting it, so a crash there
+never leaves a half-deleted `step-*` folder. Leftovers (wrenlm's temporary names, and step folders
+without `trainer_state.json` that hold only Accelerate's state files, as older versions' pruning could
+leave) are removed by the next save and when a run starts (`remove_leftovers`); nothing else under
+`checkpoints/` is ever touched.
 
     manager = CheckpointManager(output_dir / CHECKPOINT_DIR, keep_last=2)
     manager.save(accelerator, step, checkpoint_record(loop_state, accelerator, global_batch_size, config))
     loop_state = restore_checkpoint(accelerator, manager.latest())    # the dict saved as "state"
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +37,12 @@ class _TiedWeightsNoise(logging.Filter):
 
 logging.getLogger("accelerate.utils.other").addFilter(_TiedWeightsNoise())
 _NAME = re.compile(r"^step-(\d{8,})$")
+_TMP_NAME = re.compile(r"^\.tmp-(?:old-|pruned-)?step-\d{8,}$")
+# What `accelerator.save_state` writes into a checkpoint folder (model, optimizer, scheduler, sampler, RNG states).
+_ACCELERATE_STATE_FILE = re.compile(
+    r"^(?:model|pytorch_model|optimizer|scheduler|sampler|dl_state_dict|random_states|custom_checkpoint)"
+    r"(?:_\d+)?\.(?:safetensors|bin|pkl)$"
+)
 
 
 def checkpoint_name(step: int) -> str:
@@ -49,6 +60,24 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
         if match and path.is_dir() and (path / STATE_FILE).is_file():
             found.append((int(match.group(1)), path))
     return [path for _, path in sorted(found)]
+
+
+def leftover_folders(root: str | os.PathLike) -> list[Path]:
+    """Folders under `root` that an interrupted save or prune left behind, and only those wrenlm wrote."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if not path.is_dir() or path.is_symlink():
+            continue
+        if _TMP_NAME.match(path.name):
+            found.append(path)
+        elif _NAME.match(path.name) and not (path / STATE_FILE).exists():
+            entries = list(path.iterdir())
+            if all(entry.is_file() and _ACCELERATE_STATE_FILE.match(entry.name) for entry in entries):
+                found.append(path)
+    return sorted(found)
 
 
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
@@ -114,8 +143,7 @@ class CheckpointManager:
         tmp = self.root / f".tmp-{checkpoint_name(step)}"
         if accelerator.is_main_process:
             self.root.mkdir(parents=True, exist_ok=True)
-            for stale in self.root.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+            self.remove_leftovers()
             tmp.mkdir()
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp), safe_serialization=True)
@@ -143,9 +171,38 @@ class CheckpointManager:
         if self.keep_last <= 0:
             return []
         removed = list_checkpoints(self.root)[: -self.keep_last]
-        for path in removed:
-            shutil.rmtree(path, ignore_errors=True)
+        self._delete(removed)
         return removed
+
+    def remove_leftovers(self) -> list[Path]:
+        """Delete what an interrupted save or prune left (see `leftover_folders`); main process only."""
+        leftovers = leftover_folders(self.root)
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        return leftovers
+
+    def remove_all(self) -> list[Path]:
+        """Delete every checkpoint and leftover this manager's naming produced (`resume: never`); other files stay.
+
+        Main process only. The `checkpoints/` folder itself goes too when nothing else is in it."""
+        removed = list_checkpoints(self.root)
+        self._delete(removed)
+        removed += self.remove_leftovers()
+        with contextlib.suppress(OSError):  # not empty: it holds files wrenlm did not write
+            self.root.rmdir()
+        return removed
+
+    def _delete(self, checkpoints: list[Path]) -> None:
+        # Renamed out of the `step-*` namespace first: a crash mid-delete leaves only a `.tmp-pruned-*` folder.
+        doomed = []
+        for path in checkpoints:
+            target = path.with_name(f".tmp-pruned-{path.name}")
+            os.replace(path, target)
+            doomed.append(target)
+        if doomed:
+            _fsync_dir(self.root)
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
 
     def latest(self) -> Path | None:
         return latest_checkpoint(self.root)
@@ -171,6 +228,7 @@ __all__ = [
     "checkpoint_name",
     "checkpoint_record",
     "latest_checkpoint",
+    "leftover_folders",
     "list_checkpoints",
     "read_trainer_state",
     "restore_checkpoint",

@@ -167,13 +167,22 @@ def read_config_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Config file {path} does not exist.")
-    text = path.read_text()
-    if path.suffix.lower() == ".toml":
-        import tomllib
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".toml":
+            import tomllib
 
-        values = tomllib.loads(text)
-    else:
-        values = yaml.safe_load(text) or {}
+            values = tomllib.loads(text)
+        else:
+            values = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as error:
+        raise ValueError(f"Config file {path} is not UTF-8 text (byte offset {error.start}).") from None
+    except (yaml.YAMLError, ValueError) as error:  # tomllib.TOMLDecodeError is a ValueError
+        where = getattr(error, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        problem = getattr(error, "problem", None) or str(error)
+        kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
+        raise ValueError(f"Config file {path} is not valid {kind}{at}: {problem}.") from None
     if not isinstance(values, dict):
         raise ValueError(  # noqa: TRY004 - a user error: the CLI reports ValueError in one line
             f"Config file {path} must hold a mapping of settings, got {type(values).__name__}."

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from ..output_dir import add_force_argument, check_output_file
 from ..paths import DEFAULT_OUTPUT_DIR
 from .metrics import METRIC_NAMES
 
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"one or more of: {', '.join(METRIC_NAMES)}",
     )
     parser.add_argument("--out", metavar="FILE", help="also write the results as JSON here")
+    add_force_argument(parser, "--out", is_file=True)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=256, help="block length for text data")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="exact match: longest generated answer")
@@ -46,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out, force=args.force)  # before the model is loaded and scored
     from .evaluation import run_evaluation
 
     if args.cpu_threads:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..hub.loading import load_model_and_tokenizer, resolve_model_and_adapter
+from ..output_dir import write_text_atomic
 from ..tokenization.special_tokens import pad_token_id, stop_token_ids
 from .metrics import METRIC_NAMES, load_metric
 
@@ -218,8 +219,7 @@ def run_evaluation(
         results["metrics"].update(score_likelihood(model, loader, likelihood))
     results["seconds"] = time.perf_counter() - start
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(out, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     return results
 
 

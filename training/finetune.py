@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..output_dir import check_output_dir, write_text_atomic
 from ..paths import DEFAULT_OUTPUT_DIR
 from ..paths import FINETUNE_CONFIG_FILE as CONFIG_FILE
 from ..paths import FINETUNE_RESULTS_FILE as RESULTS_FILE
@@ -148,8 +149,10 @@ def _sample_fn(tokenizer, conversations, max_new_tokens: int):
     return sample
 
 
-def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> dict:
-    """The whole LoRA job; returns (and writes to `finetune_results.json`) the final figures."""
+def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force: bool = False) -> dict:
+    """The whole LoRA job; returns (and writes to `finetune_results.json`) the final figures.
+
+    The output folder must be new, empty or an earlier `wren finetune` run's (continued), unless `force`."""
     import yaml
     from accelerate.utils import set_seed
     from peft import get_peft_model
@@ -157,12 +160,13 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     from ..tokenization.special_tokens import pad_token_id
     from .finetune_data import ChatEncoder, PadCollator, load_chat_splits
     from .lora import wren_lora_config
-    from .pretrain import _start_over
+    from .pretrain import claim_output_dir
 
     config.validate()
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
+    check_output_dir(output_dir, "finetune", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
 
     # Everything that can be wrong with the data is found before any training (and before touching checkpoints).
     splits = load_chat_splits(
@@ -176,8 +180,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     encoder = ChatEncoder(tokenizer, config.max_length or model.config.max_position_embeddings)
     train_rows = encoder.encode_all(splits["train"], what=config.data)
     eval_rows = encoder.encode_all(splits["eval"], what=config.eval_data or f"{config.data} (held out)")
-    if config.resume == "never":
-        _start_over(config, accelerator)
+    claim_output_dir(config, accelerator, "finetune")
 
     # The base stays frozen: an aux-loss-free router-bias update would move it outside the adapter.
     bias_rate = getattr(model.config, "router_bias_update_rate", 0.0)
@@ -231,8 +234,9 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         f"{accelerator.device}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
     )
     state = trainer.train()
-    metrics = trainer.evaluate(periodic=False, samples=False) if eval_rows else {}
-
+    if accelerator.is_main_process:  # before the final evaluation, so a failure there never loses the adapter
+        trainer.unwrapped_model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
     accelerator.wait_for_everyone()
     results = {
         "output_dir": str(output_dir),
@@ -245,33 +249,40 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         "num_parameters": total,
         "num_processes": accelerator.num_processes,
         "train_seconds": state.elapsed_s,
-        **{k.replace("eval_full/", "eval_"): v for k, v in metrics.items()},
-        **({f"eval_{k}": v for k, v in exact_match.last.items()} if exact_match else {}),
     }
+    failure = None
+    try:
+        metrics = trainer.evaluate(periodic=False, samples=False) if eval_rows else {}
+        results.update({k.replace("eval_full/", "eval_"): v for k, v in metrics.items()})
+        results.update({f"eval_{k}": v for k, v in exact_match.last.items()} if exact_match else {})
+    except Exception as error:  # noqa: BLE001 - raised again once the results are written
+        failure = error
+        results["error"] = f"final evaluation failed: {type(error).__name__}: {error}"
     if accelerator.is_main_process:
-        adapter_model = trainer.unwrapped_model
-        adapter_model.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
         if config.merge:
-            merged = adapter_model.merge_and_unload()
+            merged = trainer.unwrapped_model.merge_and_unload()
             merged.config.router_bias_update_rate = bias_rate
             merged.save_pretrained(output_dir / MERGED_DIR)
             tokenizer.save_pretrained(output_dir / MERGED_DIR)
             results["merged_dir"] = str(output_dir / MERGED_DIR)
         results["total_seconds"] = time.perf_counter() - start
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-        shown = ", ".join(
-            f"{key[5:]} {results[key]:.4f}"
-            for key in ("eval_loss", "eval_perplexity", "eval_exact_match")
-            if key in results
-        )
-        _say(accelerator, f"\nHeld-out: {shown or 'no evaluation set'}")
+        write_text_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        if failure is None:
+            shown = ", ".join(
+                f"{key[5:]} {results[key]:.4f}"
+                for key in ("eval_loss", "eval_perplexity", "eval_exact_match")
+                if key in results
+            )
+            _say(accelerator, f"\nHeld-out: {shown or 'no evaluation set'}")
         _say(
             accelerator,
-            f"Saved the LoRA adapter + tokenizer to {output_dir} ({results['total_seconds']:.0f}s in all).",
+            f"Saved the LoRA adapter + tokenizer to {output_dir} ({results['total_seconds']:.0f}s in all)"
+            + (f"; the final evaluation failed ({RESULTS_FILE})." if failure else "."),
         )
     accelerator.wait_for_everyone()
     trainer.end()
+    if failure is not None:
+        raise failure
     return results
 
 

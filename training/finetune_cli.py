@@ -9,6 +9,7 @@ accelerate launch --multi_gpu --num_processes 2 -m wrenlm.training.finetune_cli 
 import argparse
 import sys
 
+from ..output_dir import add_force_argument
 from .config import add_config_arguments, config_from_args
 from .finetune import FinetuneConfig
 from .tasks import BUILTIN_PREFIX, TASKS
@@ -31,13 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # Samples during training are greedy answers to held-out prompts, so the loop's sampling settings do not apply.
     unused = ("sample_prompts", "sample_max_new_tokens", "sample_temperature", "sample_top_k")
+    add_force_argument(parser, "--output-dir", resumable=True)
     add_config_arguments(parser, FinetuneConfig, skip=("base_model", *unused))
 
 
 def run(args: argparse.Namespace) -> int:
     from .finetune import run_finetuning
 
-    run_finetuning(config_from_args(args, FinetuneConfig))
+    run_finetuning(config_from_args(args, FinetuneConfig), force=args.force)
     return 0
 
 

@@ -7,25 +7,25 @@ results = run_pretraining(PretrainConfig(max_steps=100, output_dir="runs/quick")
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from ..output_dir import check_output_dir, mark_output_dir, write_text_atomic
 from ..paths import TRAIN_CONFIG_FILE as CONFIG_FILE
 from ..paths import TRAIN_RESULTS_FILE as RESULTS_FILE
 from ..tokenization.special_tokens import pad_token_id
 from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
-from .checkpointing import CHECKPOINT_DIR
+from .checkpointing import CHECKPOINT_DIR, CheckpointManager
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
 from .moe import moe_callbacks
 from .tracking import METRICS_FILE
 from .trainer import Trainer
-from .validation import generate_text
+from .validation import check_sample_prompts, generate_text
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +114,24 @@ def default_generation_config(tokenizer):
     )
 
 
-def _start_over(config: PretrainConfig, accelerator) -> None:
-    """`resume: never`: drop the old checkpoints and metrics of this output dir (the tokenizer stays)."""
+def claim_output_dir(config, accelerator, command: str) -> None:
+    """Mark the (checked) output folder as this command's, and with `resume: never` drop the checkpoints and
+    metrics an earlier run wrote there; files wrenlm did not write, and the tokenizer, stay."""
     if accelerator.is_main_process:
         output_dir = Path(config.output_dir)
-        shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
-        (output_dir / METRICS_FILE).unlink(missing_ok=True)
+        mark_output_dir(output_dir, command)
+        if config.resume == "never":
+            CheckpointManager(output_dir / CHECKPOINT_DIR).remove_all()
+            (output_dir / METRICS_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
 
-def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | tuple = (), accelerator=None) -> dict:
-    """The whole pretraining job; returns (and writes to `train_results.json`) the final figures."""
+def run_pretraining(
+    config: PretrainConfig, callbacks: list[TrainerCallback] | tuple = (), accelerator=None, force: bool = False
+) -> dict:
+    """The whole pretraining job; returns (and writes to `train_results.json`) the final figures.
+
+    The output folder must be new, empty or an earlier `wren pretrain` run's (continued), unless `force`."""
     import yaml
     from accelerate.utils import set_seed
 
@@ -132,14 +139,14 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
-    if config.resume == "never":
-        _start_over(config, accelerator)
+    check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
 
     with accelerator.main_process_first():
         documents = load_documents(
             config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
         )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
+    claim_output_dir(config, accelerator, "pretrain")
     tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
     with accelerator.main_process_first():
         train, validation, stats = build_lm_datasets(splits, tokenizer, config.seq_len)
@@ -149,6 +156,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
 
     set_seed(config.seed)
     model = build_model(config, tokenizer)
+    check_sample_prompts(tokenizer, config.sample_prompts, model.config)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -175,22 +183,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         f"{config.max_steps * tokens_per_step / max(stats['train_tokens'], 1):.2f} epochs).",
     )
     state = trainer.train()
-    metrics = trainer.evaluate(periodic=False, samples=False) if config.final_eval else {}
-    generation_config = default_generation_config(tokenizer)
-    trainer.save_model(output_dir, tokenizer=tokenizer, generation_config=generation_config)
-
-    samples = []
-    if accelerator.is_main_process and config.sample_prompts:
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            samples = generate_text(
-                trainer.unwrapped_model,
-                tokenizer,
-                config.sample_prompts,
-                max_new_tokens=max(config.sample_max_new_tokens, 120),
-                temperature=config.sample_temperature,
-                top_k=config.sample_top_k,
-            )
+    # Saved before the final evaluation and samples, so a failure there never loses the trained model.
+    trainer.save_model(output_dir, tokenizer=tokenizer, generation_config=default_generation_config(tokenizer))
     results = {
         "output_dir": str(output_dir),
         "global_step": state.global_step,
@@ -198,13 +192,20 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         "num_parameters": num_params,
         "num_processes": accelerator.num_processes,
         "train_seconds": state.elapsed_s,
-        "total_seconds": time.perf_counter() - start,
-        **{k.replace("eval_full/", "validation_"): v for k, v in metrics.items()},
         "data": stats,
-        "samples": samples,
     }
+    try:
+        metrics = trainer.evaluate(periodic=False, samples=False) if config.final_eval else {}
+        results.update({k.replace("eval_full/", "validation_"): v for k, v in metrics.items()})
+        results["samples"] = _final_samples(config, trainer, tokenizer)
+    except Exception as error:
+        results["error"] = f"final evaluation failed: {type(error).__name__}: {error}"
+        _write_results(accelerator, output_dir, results, start)
+        _say(accelerator, f"\nSaved model + tokenizer to {output_dir}; the final evaluation failed ({RESULTS_FILE}).")
+        trainer.end()
+        raise
+    _write_results(accelerator, output_dir, results, start)
     if accelerator.is_main_process:
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
         summary = ", ".join(
             f"{name} {results[key]:.4f}"
             for name, key in (
@@ -215,11 +216,32 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
             if key in results
         )
         _say(accelerator, f"\nValidation (all {stats['validation_blocks']} blocks): {summary}")
-        for text in samples:
+        for text in results["samples"]:
             _say(accelerator, f"\n--- sample ---\n{text}")
         _say(accelerator, f"\nSaved model + tokenizer to {output_dir} ({results['total_seconds']:.0f}s in all).")
     trainer.end()
     return results
 
 
-__all__ = ["build_model", "default_generation_config", "prepare_tokenizer", "run_pretraining"]
+def _final_samples(config: PretrainConfig, trainer: Trainer, tokenizer) -> list[str]:
+    if not (trainer.accelerator.is_main_process and config.sample_prompts):
+        return []
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        return generate_text(
+            trainer.unwrapped_model,
+            tokenizer,
+            config.sample_prompts,
+            max_new_tokens=max(config.sample_max_new_tokens, 120),
+            temperature=config.sample_temperature,
+            top_k=config.sample_top_k,
+        )
+
+
+def _write_results(accelerator, output_dir: Path, results: dict, start: float) -> None:
+    results["total_seconds"] = time.perf_counter() - start
+    if accelerator.is_main_process:
+        write_text_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2))
+
+
+__all__ = ["build_model", "claim_output_dir", "default_generation_config", "prepare_tokenizer", "run_pretraining"]

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..output_dir import add_force_argument
 from .config import PretrainConfig, add_config_arguments, config_from_args
 
 ACCELERATE_CONFIG_DIR = Path(__file__).resolve().parent / "accelerate_configs"
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the paths of the shipped accelerate configs (DDP, FSDP, DeepSpeed ZeRO-2/3, multi-CPU) and exit",
     )
+    add_force_argument(parser, "--output-dir", resumable=True)
     add_config_arguments(parser, PretrainConfig)
 
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from .pretrain import run_pretraining
 
     try:
-        run_pretraining(config)
+        run_pretraining(config, force=args.force)
     except CorpusUnavailableError as error:
         print(f"wren pretrain: error: {error}", file=sys.stderr)
         return 1

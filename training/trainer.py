@@ -170,10 +170,21 @@ class Trainer:
         """Load model/optimizer/scheduler/RNG states and the loop position from a checkpoint folder."""
         self.state = TrainState.from_dict(restore_checkpoint(self.accelerator, checkpoint))
         self.metrics_log.truncate(self.state.global_step)
+        self._say(f"Resuming from {checkpoint} at step {self.state.global_step} of {self.config.max_steps}.")
+
+    def _say(self, message: str) -> None:
         if self.accelerator.is_main_process:
-            logger.info("Resumed from %s at step %d", checkpoint, self.state.global_step)
+            from tqdm.auto import tqdm
+
+            tqdm.write(message)
 
     def _maybe_resume(self) -> None:
+        if self.accelerator.is_main_process:
+            leftovers = self.checkpoints.remove_leftovers()
+            if leftovers:
+                names = ", ".join(path.name for path in leftovers)
+                self._say(f"Removed unfinished checkpoints that an interrupted run left: {names}.")
+        self.accelerator.wait_for_everyone()
         setting = self.config.resume
         if setting == "never":
             return

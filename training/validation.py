@@ -82,23 +82,51 @@ def validation_metrics(model, batches: Iterable[dict], gather: Callable | None =
 
 # ----------------------------------------------------------------------------------------------
 # Samples
+def _prompt_ids(tokenizer, prompt: str) -> torch.Tensor:
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        # Documents are packed as `EOS doc`; starting from EOS makes the prompt a document start.
+        ids = torch.cat([torch.tensor([[tokenizer.eos_token_id]]), ids], dim=1)
+    return ids
+
+
+def _room(model_config, prompt_length: int) -> int | None:
+    """Tokens that fit after a prompt in the context window (None: unbounded, dynamic NTK rope)."""
+    rope = getattr(model_config, "rope_parameters", None) or {}
+    if rope.get("rope_type") == "dynamic":
+        return None
+    return model_config.max_position_embeddings - prompt_length
+
+
+def check_sample_prompts(tokenizer, prompts: list[str], model_config) -> None:
+    """Refuse, before any training, a sample prompt that leaves no room in the context window to generate."""
+    for prompt in prompts:
+        length = _prompt_ids(tokenizer, prompt).shape[1]
+        room = _room(model_config, length)
+        if room is not None and room < 1:
+            shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+            raise ValueError(
+                f"Sample prompt {shown!r} is {length} tokens (with the document-start token), which fills the "
+                f"model's context window of {model_config.max_position_embeddings}; shorten it or remove it from "
+                "sample_prompts."
+            )
+
+
 def generate_text(model, tokenizer, prompts: list[str], max_new_tokens=60, temperature=0.8, top_k=40) -> list[str]:
-    """Sample a continuation of each prompt (prompt included in the returned text)."""
+    """Sample a continuation of each prompt (prompt included in the returned text), cut at the context window."""
+    check_sample_prompts(tokenizer, prompts, model.config)
     device = next(model.parameters()).device
     texts = []
     for prompt in prompts:
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        if tokenizer.eos_token_id is not None:
-            # Documents are packed as `EOS doc`; starting from EOS makes the prompt a document start.
-            ids = torch.cat([torch.tensor([[tokenizer.eos_token_id]]), ids], dim=1)
-        ids = ids.to(device)
+        ids = _prompt_ids(tokenizer, prompt).to(device)
+        room = _room(model.config, ids.shape[1])
         output = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             do_sample=True,
             temperature=temperature,
             top_k=top_k,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=max_new_tokens if room is None else min(max_new_tokens, room),
             pad_token_id=pad_token_id(tokenizer),
             eos_token_id=tokenizer.eos_token_id,
         )
@@ -140,4 +168,11 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
     return texts
 
 
-__all__ = ["generate_text", "per_sequence_nll", "sample_texts", "scored_batches", "validation_metrics"]
+__all__ = [
+    "check_sample_prompts",
+    "generate_text",
+    "per_sequence_nll",
+    "sample_texts",
+    "scored_batches",
+    "validation_metrics",
+]

@@ -27,6 +27,9 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 
+# The hidden file by which a folder says which `wren` command wrote it (wrenlm/output_dir.py); pushes skip it.
+OUTPUT_MARKER_FILE = ".wren-output.json"
+
 
 def cache_dir() -> Path:
     """`$WREN_CACHE`, else `$XDG_CACHE_HOME/wrenlm`, else `~/.cache/wrenlm`."""
@@ -44,6 +47,7 @@ __all__ = [
     "FINETUNE_CONFIG_FILE",
     "FINETUNE_RESULTS_FILE",
     "METRICS_FILE",
+    "OUTPUT_MARKER_FILE",
     "SMOLLM2_OUTPUT_DIR",
     "TOKENIZER_CONFIG_FILE",
     "TRAIN_CONFIG_FILE",

