@@ -75,7 +75,6 @@ def load_documents(
     the first time), or nothing / ``"shakespeare"`` for the default corpus.
     """
     import datasets
-
     from wrenlm.tokenization.pretokenization import check_utf8_files
 
     inputs = list(inputs or [])
