@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ..conversion.packaged import SMOLLM2_OUTPUT_DIR
 from ..training.defaults import DEFAULT_OUTPUT_DIR
 from ..training.lora import split_model_and_adapter, tokenizer_source
+from ..training.model_source import check_model_source, load_model_config
 
 
 def default_model() -> str:
@@ -33,8 +34,10 @@ def load_chat_model(model: str | None = None, adapter: str | None = None):
                 f"(into {SMOLLM2_OUTPUT_DIR}, which `wren chat` then prefers), or name a model: "
                 "`wren chat FOLDER_OR_HUB_REPO`."
             )
+    if adapter is not None:
+        check_model_source(adapter, "LoRA adapter")
     model, adapter = split_model_and_adapter(model, adapter)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+    base = AutoModelForCausalLM.from_pretrained(model, config=load_model_config(model), dtype="auto")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model, adapter))
     if adapter is None:
         return base.eval(), tokenizer, str(model)

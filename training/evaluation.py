@@ -60,9 +60,10 @@ def load_model_and_tokenizer(model_dir: str | None, adapter: str | None = None, 
     import wrenlm  # noqa: F401  (registers Wren with the Auto classes and PEFT)
 
     from .lora import load_adapter, tokenizer_source
+    from .model_source import load_model_config
 
     model_dir, adapter = resolve_model_and_adapter(model_dir, adapter)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, config=load_model_config(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model_dir, adapter))
     if adapter is not None:
         model = load_adapter(model, adapter)
