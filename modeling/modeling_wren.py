@@ -317,6 +317,44 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    def _prepare_generated_length(
+        self,
+        generation_config,
+        has_default_max_length,
+        has_default_min_length,
+        model_input_name,
+        input_ids_length,
+        inputs_tensor,
+    ):
+        """transformers' length preparation, then one check for every cache before any token is computed.
+
+        transformers only warns when `max_new_tokens` runs past the context; the dynamic cache then failed
+        mid-way (generated tokens lost) and the static cache silently ran past it. The default `max_length`
+        is already clamped to the context by transformers.
+        """
+        generation_config = super()._prepare_generated_length(
+            generation_config,
+            has_default_max_length,
+            has_default_min_length,
+            model_input_name,
+            input_ids_length,
+            inputs_tensor,
+        )
+        positions = generation_config.max_length
+        if model_input_name == "inputs_embeds" and inputs_tensor.shape[1] != input_ids_length:
+            positions += inputs_tensor.shape[1]  # as transformers sizes the cache for embeddings prompts
+        prompt = positions - generation_config.max_length + input_ids_length
+        limit = self.config.max_position_embeddings
+        # Dynamic NTK rope extends the window on the fly (as in WrenModel._check_inputs).
+        if positions > limit and self.config.rope_parameters.get("rope_type") != "dynamic":
+            room = f"at most {limit - prompt} new tokens fit" if prompt < limit else "the prompt alone does not fit"
+            raise ValueError(
+                f"Generating up to {positions - prompt} new tokens after a {prompt}-token prompt needs {positions} "
+                f"positions, more than the model's context window max_position_embeddings={limit} ({room}). "
+                "Shorten the prompt or lower max_new_tokens."
+            )
+        return generation_config
+
     def routers(self) -> list[WrenTopKRouter]:
         return [module for module in self.modules() if isinstance(module, WrenTopKRouter)]
 
