@@ -5,6 +5,8 @@ experts interfaces, output capture) so generate, PEFT, Accelerate and device_map
 cases.
 """
 
+import dataclasses
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,22 @@ class WrenCausalLMOutputWithPast(MoeCausalLMOutputWithPast):
 
     z_loss: torch.Tensor | None = None
     expert_load: torch.Tensor | None = None
+
+
+def _no_router_outputs_when_dense(forward):
+    """A dense model has no router logits: None (as transformers' MoE helpers expect), not an empty tuple.
+
+    TRL and `load_balancing_loss_func` treat None as "no auxiliary loss" but index into an empty tuple.
+    """
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        outputs = forward(self, *args, **kwargs)
+        if not self.config.is_moe and isinstance(outputs, WrenModelOutputWithPast) and outputs.router_logits == ():
+            outputs = dataclasses.replace(outputs, router_logits=None, router_indices=None)
+        return outputs
+
+    return wrapper
 
 
 class WrenDecoderLayer(GradientCheckpointingLayer):
@@ -254,6 +272,7 @@ class WrenModel(WrenPreTrainedModel):
                 "(valid ids are 0..vocab_size-1). Check that the tokenizer matches this model."
             )
 
+    @_no_router_outputs_when_dense
     @merge_with_config_defaults
     @capture_outputs
     def forward(
