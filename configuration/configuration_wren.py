@@ -39,7 +39,7 @@ class WrenConfig(PreTrainedConfig):
         Layer `i` is MoE when `i >= first_k_dense_layers` and
         `(i - first_k_dense_layers) % moe_layer_interval == 0`.
         norm_topk_prob: renormalise the top-k routing probabilities to sum to one.
-        router_aux_loss_coef: Switch-style load-balancing loss weight.
+        router_aux_loss_coef: Switch-style load-balancing loss weight (always 0 for dense models).
         router_z_loss_coef: ST-MoE router z-loss weight.
         router_bias_update_rate: aux-loss-free balancing (DeepSeek-V3): a per-expert bias, used
             only for expert selection, moved by this rate towards balanced load after each
@@ -129,6 +129,10 @@ class WrenConfig(PreTrainedConfig):
             self.moe_intermediate_size = self.intermediate_size
         if self.shared_expert_intermediate_size is None:
             self.shared_expert_intermediate_size = self.moe_intermediate_size * self.num_shared_experts
+        if self.num_experts == 0:
+            # A dense model has no load-balancing loss. Tools read a non-zero coefficient next to
+            # `output_router_logits` as "MoE" (TRL's SFTTrainer then asks for router logits there are none of).
+            self.router_aux_loss_coef = 0.0
         super().__post_init__(**kwargs)
 
     # ----------------------------------------------------------------------------------------

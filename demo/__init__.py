@@ -6,9 +6,27 @@ model, tokenizer, label = load_chat_model("runs/wren-tiny-shakespeare")   # or a
 build_demo(model, tokenizer, label=label).launch()
 """
 
-from .app import ChatApp, build_demo
-from .generation import SamplingSettings, fit_to_context, stream_generate
-from .loading import default_model, load_chat_model
+import importlib
+
+# Loaded on first use: `wren chat` reports a bad model argument before gradio (seconds to import) loads.
+_LAZY = {
+    "ChatApp": "app",
+    "build_demo": "app",
+    "SamplingSettings": "generation",
+    "fit_to_context": "generation",
+    "stream_generate": "generation",
+    "default_model": "loading",
+    "load_chat_model": "loading",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ChatApp",

@@ -20,12 +20,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .app import build_demo
     from .loading import load_chat_model
 
     if args.concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {args.concurrency}")
     model, tokenizer, label = load_chat_model(args.model, args.adapter)
+    from .app import build_demo  # gradio takes seconds to import: only once the model loaded
+
     demo = build_demo(model, tokenizer, label=label, concurrency=args.concurrency)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes")
     return 0

@@ -52,14 +52,40 @@ def tokenizer_source(model: str, adapter: str | None) -> str:
     return adapter if adapter is not None and (Path(adapter) / TOKENIZER_CONFIG_FILE).is_file() else model
 
 
-def _is_hub_repo_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+def looks_local(spec: str) -> bool:
+    """Whether `spec` can only mean a local path: not a valid Hub repo id (`name` or `org/name`), or shaped
+    like a path (`./x`, `~/x`, `/x`), or `org/name` where `org` is a local folder (`runs/my-model`)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
 
+    if spec.startswith((".", "/", "~")) or "\\" in spec:
+        return True
     try:
-        validate_repo_id(name)
+        validate_repo_id(spec)
     except HFValidationError:
-        return False
-    return True
+        return True
+    return "/" in spec and Path(spec.split("/")[0]).is_dir()
+
+
+def check_model_source(spec: str, what: str = "Model") -> None:
+    """A missing local folder is a FileNotFoundError naming it; Hub repo ids pass."""
+    if not Path(spec).expanduser().exists() and looks_local(spec):
+        raise FileNotFoundError(f"{what} folder {spec!r} does not exist.")
+
+
+def load_model_config(spec: str, what: str = "Model"):
+    """`AutoConfig.from_pretrained(spec)`; a missing, unreadable or invalid config.json is a ValueError naming it."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+
+    import wrenlm  # noqa: F401  (registers the Wren config with AutoConfig)
+
+    check_model_source(spec, what)
+    try:
+        return AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as error:
+        where = Path(spec) / "config.json" if Path(spec).is_dir() else spec
+        raise ValueError(f"Cannot load the model config {where}: {' '.join(str(error).split())}") from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -69,7 +95,7 @@ def _first_line(error: BaseException) -> str:
 def adapter_folder(adapter: str | os.PathLike) -> str:
     """A local adapter folder as given; a Hub repo id that names no local path is downloaded (Hugging Face cache),
     so an adapter from the Hub gets the same checks as a local one."""
-    if Path(adapter).exists() or not _is_hub_repo_id(str(adapter)):
+    if Path(adapter).exists() or looks_local(str(adapter)):
         return str(adapter)  # a missing folder is reported by `read_adapter_config`
     from huggingface_hub import snapshot_download
 
@@ -91,8 +117,7 @@ def resolve_model_and_adapter(model: str | None, adapter: str | None) -> tuple[s
         read_adapter_config(adapter)  # a missing adapter fails before the base model loads
     if not model:
         raise ValueError("Name a model folder or Hub repo id (or an adapter, whose base model it names).")
-    if not Path(model).exists() and not _is_hub_repo_id(str(model)):
-        raise FileNotFoundError(f"Model folder {str(model)!r} does not exist.")
+    check_model_source(str(model))
     return str(model), adapter
 
 
@@ -143,7 +168,7 @@ def load_model_and_tokenizer(model: str | None, adapter: str | None = None, devi
 
     model, adapter = resolve_model_and_adapter(model, adapter)
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(model)
+        loaded = AutoModelForCausalLM.from_pretrained(model, config=load_model_config(model))
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source(model, adapter))
     except OSError as error:  # an incomplete folder, an unknown Hub repo, no network: one line, not a traceback
         if Path(model).exists():
@@ -160,8 +185,11 @@ def load_model_and_tokenizer(model: str | None, adapter: str | None = None, devi
 
 __all__ = [
     "adapter_folder",
+    "check_model_source",
     "load_adapter",
     "load_model_and_tokenizer",
+    "load_model_config",
+    "looks_local",
     "read_adapter_config",
     "resolve_model_and_adapter",
     "split_model_and_adapter",

@@ -5,6 +5,8 @@ experts interfaces, output capture) so generate, PEFT, Accelerate and device_map
 cases.
 """
 
+import dataclasses
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -56,6 +58,22 @@ class WrenCausalLMOutputWithPast(MoeCausalLMOutputWithPast):
 
     z_loss: torch.Tensor | None = None
     expert_load: torch.Tensor | None = None
+
+
+def _no_router_outputs_when_dense(forward):
+    """A dense model has no router logits: None (as transformers' MoE helpers expect), not an empty tuple.
+
+    TRL and `load_balancing_loss_func` treat None as "no auxiliary loss" but index into an empty tuple.
+    """
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        outputs = forward(self, *args, **kwargs)
+        if not self.config.is_moe and isinstance(outputs, WrenModelOutputWithPast) and outputs.router_logits == ():
+            outputs = dataclasses.replace(outputs, router_logits=None, router_indices=None)
+        return outputs
+
+    return wrapper
 
 
 class WrenDecoderLayer(GradientCheckpointingLayer):
@@ -194,6 +212,7 @@ class WrenModel(WrenPreTrainedModel):
                 "(valid ids are 0..vocab_size-1). Check that the tokenizer matches this model."
             )
 
+    @_no_router_outputs_when_dense
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -256,6 +275,44 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def _prepare_generated_length(
+        self,
+        generation_config,
+        has_default_max_length,
+        has_default_min_length,
+        model_input_name,
+        input_ids_length,
+        inputs_tensor,
+    ):
+        """transformers' length preparation, then one check for every cache before any token is computed.
+
+        transformers only warns when `max_new_tokens` runs past the context; the dynamic cache then failed
+        mid-way (generated tokens lost) and the static cache silently ran past it. The default `max_length`
+        is already clamped to the context by transformers.
+        """
+        generation_config = super()._prepare_generated_length(
+            generation_config,
+            has_default_max_length,
+            has_default_min_length,
+            model_input_name,
+            input_ids_length,
+            inputs_tensor,
+        )
+        positions = generation_config.max_length
+        if model_input_name == "inputs_embeds" and inputs_tensor.shape[1] != input_ids_length:
+            positions += inputs_tensor.shape[1]  # as transformers sizes the cache for embeddings prompts
+        prompt = positions - generation_config.max_length + input_ids_length
+        limit = self.config.max_position_embeddings
+        # Dynamic NTK rope extends the window on the fly (as in WrenModel._check_inputs).
+        if positions > limit and self.config.rope_parameters.get("rope_type") != "dynamic":
+            room = f"at most {limit - prompt} new tokens fit" if prompt < limit else "the prompt alone does not fit"
+            raise ValueError(
+                f"Generating up to {positions - prompt} new tokens after a {prompt}-token prompt needs {positions} "
+                f"positions, more than the model's context window max_position_embeddings={limit} ({room}). "
+                "Shorten the prompt or lower max_new_tokens."
+            )
+        return generation_config
 
     def routers(self) -> list[WrenTopKRouter]:
         return [module for module in self.modules() if isinstance(module, WrenTopKRouter)]

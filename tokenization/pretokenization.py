@@ -126,21 +126,35 @@ def _find_cut(handle, position: int, size: int, window: int = 1 << 16) -> int | 
     return None
 
 
-def read_block(block: tuple[str, int, int]) -> str:
-    path, start, end = block
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
+def decode_utf8(data: bytes, path: str | os.PathLike, start: int = 0) -> str:
+    """`data`, the bytes of `path` from offset `start`, as text; a byte-order mark at the file's start is dropped.
+
+    Not UTF-8: a ValueError naming the file and the offset of the first bad byte.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ValueError(
             f"{path} is not UTF-8 text (invalid byte at offset {start + error.start}); "
-            "training reads UTF-8 text files only"
+            "wrenlm reads UTF-8 text files only"
         ) from None
     if start == 0 and text.startswith(_BOM):
         text = text[1:]
     return text
+
+
+def read_block(block: tuple[str, int, int]) -> str:
+    path, start, end = block
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        data = handle.read(end - start)
+    return decode_utf8(data, path, start)
+
+
+def check_utf8_files(files: Iterable[str | os.PathLike]) -> None:
+    """Decode every file block by block (bounded memory), so bad bytes fail before any long work starts."""
+    for block in plan_blocks([Path(file) for file in files]):
+        read_block(block)
 
 
 def iter_text_segments(blocks: Iterable[tuple[str, int, int]], special_tokens: Sequence[str] = ()) -> Iterator[str]:

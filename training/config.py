@@ -7,6 +7,7 @@ Precedence (lowest to highest): dataclass defaults < config file (`--config run.
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import typing
@@ -158,6 +159,14 @@ class PretrainConfig(TrainingConfig):
             raise ValueError(f"`seq_len` must be >= 2, got {self.seq_len}.")
         if self.vocab_size < 300:
             raise ValueError(f"`vocab_size` must be >= 300 (256 bytes + specials + merges), got {self.vocab_size}.")
+        from wrenlm.configuration.presets import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f"Unknown preset {self.preset!r}{did_you_mean(self.preset, PRESETS)} "
+                f"(presets: {', '.join(sorted(PRESETS))})."
+            )
+        check_model_settings(self.model, source="the model settings")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,6 +197,29 @@ def read_config_file(path: str | os.PathLike) -> dict:
             f"Config file {path} must hold a mapping of settings, got {type(values).__name__}."
         )
     return values
+
+
+def did_you_mean(name: str, choices, prefix: str = "", suffix: str = "") -> str:
+    """`"; did you mean 'x'?"` for the closest of `choices` (difflib), or "" when none is close."""
+    match = difflib.get_close_matches(name, list(choices), n=1)
+    return f"; did you mean '{prefix}{match[0]}{suffix}'?" if match else ""
+
+
+def model_setting_names() -> set[str]:
+    """Keys a `model:` mapping may hold: `WrenConfig` fields plus the legacy names transformers still converts."""
+    from wrenlm.configuration import WrenConfig
+
+    legacy = {"rope_theta", "rope_scaling", "torch_dtype", "attn_implementation", "experts_implementation"}
+    return {f.name for f in dataclasses.fields(WrenConfig)} | legacy
+
+
+def check_model_settings(values: dict, source: str) -> None:
+    """A typo'd model key would otherwise be stored in config.json and silently ignored by the model."""
+    known = model_setting_names()
+    for key in values:
+        if key not in known:
+            hint = did_you_mean(str(key), known, prefix="model.")
+            raise ValueError(f"Unknown setting 'model.{key}' in {source}{hint} (WrenConfig has no such field).")
 
 
 def _field_types(config_cls) -> dict[str, typing.Any]:
@@ -245,8 +277,13 @@ def apply_overrides(config, values: dict, source: str = "overrides"):
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in types:
-            raise ValueError(f"Unknown setting {key!r} in {source}; known settings: {', '.join(sorted(types))}.")
+            head, dot, tail = name.partition(".")  # `--set mdel.x=1`: suggest `model.x`
+            hint = did_you_mean(head, types, suffix=dot + tail) or f"; known settings: {', '.join(sorted(types))}"
+            if isinstance(value, dict) and value:  # `--set model.x=1` where there is no `model` mapping
+                key = f"{key}.{next(iter(value))}"
+            raise ValueError(f"Unknown setting {key!r} in {source}{hint}")
         if name == "model" and isinstance(value, dict):
+            check_model_settings(value, source)
             merged = dict(updates.get("model", getattr(config, "model", {})))
             merged.update(value)
             updates["model"] = merged
@@ -333,8 +370,10 @@ __all__ = [
     "TrainingConfig",
     "add_config_arguments",
     "apply_overrides",
+    "check_model_settings",
     "config_from_args",
     "config_to_dict",
+    "did_you_mean",
     "parse_set_pairs",
     "read_config_file",
 ]

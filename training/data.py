@@ -77,6 +77,7 @@ def load_documents(
     the first time), or nothing / ``"shakespeare"`` for the default corpus.
     """
     import datasets
+    from wrenlm.tokenization.pretokenization import check_utf8_files
 
     inputs = list(inputs or [])
     if not inputs or (
@@ -98,6 +99,8 @@ def load_documents(
             raise FileNotFoundError(f"Training data {spec!r} does not exist.")
         else:
             parts.append(_load_hub_dataset(spec, text_field, hf_config, hf_split, cache_dir))
+    # Bad bytes are reported with the file and offset here, before tokenizer training or tokenizing starts.
+    check_utf8_files(text_files + json_files)
     if text_files:
         text_ds = datasets.load_dataset(
             "text", data_files=text_files, sample_by="document", split="train", cache_dir=cache_dir

@@ -47,14 +47,19 @@ def is_chat_data(data: str) -> bool:
     path = Path(data)
     if not (path.is_file() and path.suffix.lower() == ".jsonl"):
         return False
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
+    from wrenlm.tokenization.pretokenization import decode_utf8
+
+    offset = 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if raw.strip():
+                line = decode_utf8(raw, path, offset)
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
                     return True  # let the chat reader report it with its line number
                 return isinstance(record, dict) and "messages" in record
+            offset += len(raw)
     return False
 
 

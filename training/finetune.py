@@ -133,10 +133,13 @@ def load_base(path: str):
 
     import wrenlm  # noqa: F401  (Auto classes and PEFT defaults)
 
+    from ..hub.loading import load_model_config
+
     if not Path(path).exists():
         hint = " Run `wren pretrain` first to make it." if path == DEFAULT_OUTPUT_DIR else ""
         raise FileNotFoundError(f"Base model folder {path!r} does not exist.{hint}")
-    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    config = load_model_config(path, "Base model")
+    return AutoModelForCausalLM.from_pretrained(path, config=config), AutoTokenizer.from_pretrained(path)
 
 
 def _sample_fn(tokenizer, conversations, max_new_tokens: int):

@@ -11,6 +11,7 @@ the assistant's reply, i.e. its content and the `<|im_end|>` that closes it) and
 (characters those target tokens spell, for exact bits per character).
 """
 
+import io
 import json
 import os
 import random
@@ -68,12 +69,11 @@ def read_chat_jsonl(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Chat data file {str(path)!r} does not exist.")
+    from wrenlm.tokenization.pretokenization import decode_utf8
+
     records, problems = [], []
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        try:
-            lines = list(handle)
-        except UnicodeDecodeError as error:
-            raise ChatDataError(str(path), [(0, f"not UTF-8 text ({error})")]) from error
+    # decode_utf8 names the offset of a bad byte and drops a leading byte-order mark (files saved by Windows tools).
+    lines = io.StringIO(decode_utf8(path.read_bytes(), path), newline=None)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -74,30 +74,41 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
     return AutoTokenizer.from_pretrained(output_dir)
 
 
-def build_model(config: PretrainConfig, tokenizer):
+def model_config(config: PretrainConfig, tokenizer=None):
+    """The `WrenConfig` the run trains: the preset, `config.model` on top, the tokenizer's vocabulary and special
+    tokens. Without a tokenizer (`config.vocab_size` stands in), it checks the model settings before any work."""
+    from huggingface_hub.errors import StrictDataclassError
     from wrenlm.configuration import PRESETS
 
-    from wrenlm import WrenForCausalLM, preset_config
+    from wrenlm import preset_config
 
     overrides = dict(config.model)
-    overrides.setdefault("vocab_size", len(tokenizer))
-    if overrides["vocab_size"] < len(tokenizer):
-        raise ValueError(
-            f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer ({len(tokenizer)})."
-        )
+    vocab_size = len(tokenizer) if tokenizer is not None else config.vocab_size
+    overrides.setdefault("vocab_size", vocab_size)
+    if overrides["vocab_size"] < vocab_size:
+        raise ValueError(f"model.vocab_size {overrides['vocab_size']} is smaller than the tokenizer ({vocab_size}).")
     preset_ctx = PRESETS.get(config.preset, {}).get("max_position_embeddings", 0)
     overrides.setdefault("max_position_embeddings", max(preset_ctx, config.seq_len))
     for name in ("bos", "eos", "pad"):
-        token_id = getattr(tokenizer, f"{name}_token_id")
+        token_id = getattr(tokenizer, f"{name}_token_id", None)
         if token_id is not None:
             overrides.setdefault(f"{name}_token_id", token_id)
-    model_config = preset_config(config.preset, **overrides)
-    if model_config.max_position_embeddings < config.seq_len:
+    try:
+        wren_config = preset_config(config.preset, **overrides)
+    except StrictDataclassError as error:
+        raise ValueError(f"Invalid model settings: {' '.join(str(error).split())}") from None
+    if wren_config.max_position_embeddings < config.seq_len:
         raise ValueError(
             f"seq_len {config.seq_len} exceeds the model's max_position_embeddings "
-            f"{model_config.max_position_embeddings}."
+            f"{wren_config.max_position_embeddings}."
         )
-    return WrenForCausalLM(model_config)
+    return wren_config
+
+
+def build_model(config: PretrainConfig, tokenizer):
+    from wrenlm import WrenForCausalLM
+
+    return WrenForCausalLM(model_config(config, tokenizer))
 
 
 def default_generation_config(tokenizer):
@@ -136,6 +147,8 @@ def run_pretraining(
     from accelerate.utils import set_seed
 
     config.validate()
+    # A bad model setting fails here, not after a tokenizer was trained into the output folder.
+    model_config(config)
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
@@ -244,4 +257,11 @@ def _write_results(accelerator, output_dir: Path, results: dict, start: float) -
         write_text_atomic(output_dir / RESULTS_FILE, json.dumps(results, indent=2))
 
 
-__all__ = ["build_model", "claim_output_dir", "default_generation_config", "prepare_tokenizer", "run_pretraining"]
+__all__ = [
+    "build_model",
+    "claim_output_dir",
+    "default_generation_config",
+    "model_config",
+    "prepare_tokenizer",
+    "run_pretraining",
+]

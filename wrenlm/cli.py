@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(parser)
         args = parser.parse_args(rest)
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError, StrictDataclassError) as error:
+    except (ValueError, StrictDataclassError) as error:
         # User errors get one clear line; WREN_DEBUG=1 shows the traceback.
         if os.environ.get("WREN_DEBUG"):
             raise
@@ -78,6 +78,40 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"wren {name}: error: {error.name} is not installed: pip install 'wrenlm[{extra}]'", file=sys.stderr)
         return 1
+    except (OSError, *_network_errors()) as error:
+        # Files, permissions, the Hub and the network; library messages can span lines, so they are joined.
+        if os.environ.get("WREN_DEBUG"):
+            raise
+        print(f"wren {name}: error: {_describe_os_error(error)}", file=sys.stderr)
+        return 1
+
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures of the HTTP clients huggingface_hub may use (requests' are OSErrors already)."""
+    errors = []
+    for client in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(client).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _describe_os_error(error: BaseException) -> str:
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError) and not isinstance(error, ConnectionError):
+        return message
+    try:
+        url = error.request.url  # httpx-style errors know the request they failed on
+    except (AttributeError, RuntimeError):
+        url = None
+    endpoint = "/".join(str(url).split("/")[:3]) if url is not None else "the server"  # scheme://host:port
+    return (
+        f"cannot reach {endpoint} ({type(error).__name__}: {message}); check the network connection "
+        "(and HF_ENDPOINT if it is set)"
+    )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -179,6 +179,35 @@ def test_wrong_token_is_a_permission_error(save_model, hub_server, tmp_path, cap
     assert hub_server.repos == {}
 
 
+def test_unreachable_endpoint_is_one_line(save_model, tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _, folder = save_model("dense")
+    env = subprocess_env(tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_TOKEN="hf_x")
+    printed = run_python(
+        f"""
+        import contextlib, io, json
+        from wrenlm.cli import main
+        results = []
+        for argv in (["push", {str(folder)!r}, "--repo", "tester/x"], ["pull", "tester/x", "--out", "pulled"]):
+            stderr = io.StringIO()
+            with contextlib.redirect_stderr(stderr):
+                rc = main(argv)
+            results.append([rc, stderr.getvalue()])
+        print(json.dumps(results))
+        """,
+        env,
+        cwd=tmp_path,
+    )
+    (push_rc, push_err), (pull_rc, pull_err) = printed
+    assert push_rc == 1 and push_err.count("\n") == 1, push_err
+    assert push_err.startswith(f"wren push: error: cannot reach http://127.0.0.1:{port} (ConnectError")
+    assert pull_rc == 1 and pull_err.count("\n") == 1 and "ConnectError" in pull_err, pull_err
+
+
 @pytest.mark.parametrize("how", ["missing", "corrupt"])
 def test_wren_push_checks_the_folder_first(save_model, capsys, how):
     _, folder = save_model("dense", max_shard_size="20KB")

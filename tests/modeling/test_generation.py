@@ -113,3 +113,53 @@ def test_torch_compile_with_static_cache_matches_eager(model, prompt):
     )
     assert hasattr(model, "_compiled_call")  # the compiled forward really ran
     assert torch.equal(compiled, expected)
+
+
+@pytest.fixture
+def short_context_model():
+    torch.manual_seed(0)
+    return WrenForCausalLM(WrenConfig(**tiny_config_kwargs(max_position_embeddings=64))).eval()
+
+
+def count_forwards(model) -> list:
+    calls = []
+    model.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static", "dynamic object"])
+def test_generation_past_the_context_fails_before_any_work(short_context_model, cache):
+    from transformers import DynamicCache
+
+    model = short_context_model
+    prompt = torch.randint(3, 128, (2, 50), generator=torch.Generator().manual_seed(1))
+    options = {"cache_implementation": "static"} if cache == "static" else {}
+    if cache == "dynamic object":
+        options["cache"] = DynamicCache(config=model.config)
+    calls = count_forwards(model)
+    with pytest.raises(ValueError, match=r"50-token prompt needs 80 positions.*=64 \(at most 14 new tokens fit\)"):
+        model.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=None, **options)
+    with pytest.raises(ValueError, match="needs 70 positions"):
+        model.generate(prompt, max_length=70, do_sample=False, eos_token_id=None, **options)
+    assert calls == []  # nothing was computed (and thrown away)
+
+    output = model.generate(prompt, max_new_tokens=14, do_sample=False, eos_token_id=None, **options)
+    assert output.shape == (2, 64)  # exactly the context: allowed
+
+
+def test_generation_from_embeddings_counts_the_embedded_prompt(short_context_model):
+    embeds = short_context_model.get_input_embeddings()(torch.randint(3, 128, (1, 50)))
+    with pytest.raises(ValueError, match="50-token prompt needs 80 positions"):
+        short_context_model.generate(inputs_embeds=embeds, max_new_tokens=30, do_sample=False, eos_token_id=None)
+    output = short_context_model.generate(inputs_embeds=embeds, max_new_tokens=14, do_sample=False, eos_token_id=None)
+    assert output.shape == (1, 14)
+
+
+def test_default_length_is_clamped_to_the_context_and_dynamic_rope_may_extend(short_context_model):
+    prompt = torch.randint(3, 128, (1, 50))
+    # No max_new_tokens: transformers' default max_length is clamped to the context (not an error).
+    assert short_context_model.generate(prompt, do_sample=False, eos_token_id=None).shape == (1, 64)
+    torch.manual_seed(0)
+    rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}
+    extending = WrenForCausalLM(WrenConfig(**tiny_config_kwargs(max_position_embeddings=64, rope_parameters=rope)))
+    assert extending.eval().generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=None).shape == (1, 80)

@@ -120,3 +120,41 @@ def test_shipped_accelerate_configs_are_valid(name):
 def test_accelerate_config_path_error():
     with pytest.raises(FileNotFoundError, match="shipped configs"):
         pretrain_cli.accelerate_config_path("tpu-pod")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--set", "model.num_hiden_layers=3"], "'model.num_hiden_layers' in --set; did you mean 'model.num_hidden_"),
+        (["--set", "max_stepz=3"], "'max_stepz' in --set; did you mean 'max_steps'"),
+        (["--set", "mdel.hidden_size=64"], "'mdel.hidden_size' in --set; did you mean 'model.hidden_size'"),
+        (["--preset", "wren-tinny"], "Unknown preset 'wren-tinny'; did you mean 'wren-tiny'"),
+    ],
+)
+def test_typos_are_refused_with_a_suggestion(argv, message):
+    with pytest.raises(ValueError, match=message.replace("?", r"\?")):
+        parse(argv)
+
+
+def test_typo_in_a_run_file_names_the_file(tmp_path):
+    (tmp_path / "run.yaml").write_text("model:\n  num_hiden_layers: 3\n")
+    with pytest.raises(ValueError, match=r"'model.num_hiden_layers' in .*run.yaml; did you mean 'model.num_hidden_"):
+        parse(["--config", str(tmp_path / "run.yaml")])
+
+
+def test_typo_in_code_is_refused_too():
+    with pytest.raises(ValueError, match="did you mean 'model.num_experts'"):
+        PretrainConfig(model={"num_expert": 4}).validate()
+
+
+def test_legacy_model_keys_are_accepted():
+    assert parse(["--set", "model.rope_theta=5e5"]).model == {"rope_theta": 5e5}
+
+
+def test_cli_typo_is_one_line_and_exit_1(capsys, tmp_path):
+    assert wren_main(["pretrain", "--set", "model.num_hiden_layers=3", "--output-dir", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "did you mean 'model.num_hidden_layers'" in err
+    assert not (tmp_path / "o").exists()
+    assert wren_main(["finetune", "--set", "lora_rr=3", "--output-dir", str(tmp_path / "f")]) == 1
+    assert "did you mean 'lora_r'" in capsys.readouterr().err

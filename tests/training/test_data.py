@@ -34,6 +34,16 @@ def test_load_errors(tmp_path):
         load_documents([str(tmp_path / "d.jsonl")], cache_dir=str(tmp_path / "cache"))
 
 
+@pytest.mark.parametrize("name", ["latin1.txt", "latin1.jsonl"])
+def test_non_utf8_data_names_the_file_and_offset(tmp_path, name):
+    (tmp_path / "fine.txt").write_text("all good\n")
+    body = b'{"text": "caf\xe9"}\n' if name.endswith(".jsonl") else b"line one\ncaf\xe9\n"
+    (tmp_path / name).write_bytes(body)
+    offset = body.index(b"\xe9")
+    with pytest.raises(ValueError, match=rf"{name} is not UTF-8 text \(invalid byte at offset {offset}\)"):
+        load_documents([str(tmp_path)], cache_dir=str(tmp_path / "cache"))
+
+
 def test_hub_dataset_name_goes_through_datasets_load_dataset(monkeypatch):
     import datasets
 

@@ -1,6 +1,7 @@
 """`wren finetune`: data validation, assistant-only labels, LoRA training through the shared loop, outputs, resume."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -128,6 +129,30 @@ def test_malformed_jsonl_reports_every_bad_line_and_nothing_is_trained(base_dir,
     err = capsys.readouterr().err
     assert "wren finetune: error: " in err and "line 4: message 0 has role 'wizard'" in err
     assert not out.exists()
+
+
+def test_chat_jsonl_with_a_byte_order_mark_is_read(tmp_path):
+    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(record) + "\r\n").encode() * 2)
+    assert read_chat_jsonl(path) == [{**record, "line": 1}, {**record, "line": 2}]
+
+
+def test_non_utf8_chat_jsonl_names_the_file_and_offset(base_dir, tmp_path, capsys):
+    path = tmp_path / "latin1.jsonl"
+    body = b'{"messages": [{"role": "user", "content": "caf\xe9"}, {"role": "assistant", "content": "b"}]}\n'
+    path.write_bytes(body)
+    expected = f"latin1.jsonl is not UTF-8 text (invalid byte at offset {body.index(0xE9)})"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        read_chat_jsonl(path)
+    for argv in (
+        ["finetune", "--model", str(base_dir), "--data", str(path), "--output-dir", str(tmp_path / "run")],
+        ["eval", "--model", str(base_dir), "--data", str(path)],
+    ):
+        assert wren_main(argv) == 1
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_labels_cover_only_the_assistant_replies(tokenizer):

@@ -148,6 +148,21 @@ def test_tokenizer_is_trained_first_then_reused(tiny_settings, tmp_path):
     assert (out / "tokenizer.json").read_text() == first
 
 
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ({"num_attention_heads": 7}, "not divisible by `num_attention_heads`"),
+        ({"hidden_size": "big"}, "Field 'hidden_size' expected int"),
+        ({"max_position_embeddings": 16}, "seq_len 32 exceeds the model's max_position_embeddings 16"),
+    ],
+)
+def test_bad_model_settings_fail_before_the_tokenizer_is_trained(tiny_settings, model, message):
+    settings = tiny_settings(tokenizer=None, vocab_size=320, model=model)
+    with pytest.raises(ValueError, match=message):
+        pretrain(settings)
+    assert not Path(settings["output_dir"]).exists()  # no tokenizer left for the next run to reuse
+
+
 def test_rerun_of_a_finished_run_resumes_without_training(tiny_settings):
     settings = tiny_settings(max_steps=4, eval_every=0)
     first = pretrain(settings)
