@@ -84,6 +84,8 @@ def load_model_config(spec: str, what: str = "Model"):
     try:
         return AutoConfig.from_pretrained(spec)
     except (OSError, ValueError, KeyError, TypeError, StrictDataclassError) as error:
+        if isinstance(error, OSError) and not Path(spec).is_dir():
+            raise  # a Hub repo that cannot be fetched: the caller says so in its own words
         where = Path(spec) / "config.json" if Path(spec).is_dir() else spec
         raise ValueError(f"Cannot load the model config {where}: {' '.join(str(error).split())}") from None
 
