@@ -54,7 +54,7 @@ def _eager_chunk(hidden_c, weight_t, targets_c, scale_c, neg_scale_c, grad_dtype
     if grad_dtype is None:
         return target_log_probs, None
     grad = log_probs.exp_().mul_(scale_c).scatter_add_(1, targets_c, neg_scale_c)
-    return target_log_probs, grad if grad.dtype == grad_dtype else grad.to(grad_dtype)
+    return target_log_probs, _as_dtype(grad, grad_dtype)
 
 
 def _fusible_chunk(hidden_c, weight_t, targets_c, scale_c, neg_scale_c, grad_dtype):
@@ -110,7 +110,8 @@ def resolve_loss_implementation(requested: str, device: torch.device) -> str:
 
 def _run_chunk(implementation: str, *args):
     global _compile_failure
-    if implementation == "eager" or torch.compiler.is_compiling():
+    fell_back = implementation == "auto-compile" and _compile_failure is not None
+    if implementation == "eager" or fell_back or torch.compiler.is_compiling():
         return _eager_chunk(*args)
     try:
         return _compiled_chunk()(*args)
@@ -124,6 +125,11 @@ def _run_chunk(implementation: str, *args):
         _compile_failure = reason
         logger.warning("torch.compile failed on the LM loss chunk (%s); the loss runs eagerly from now on.", reason)
         return _eager_chunk(*args)
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # `.to` of a tensor already in `dtype` is free but still a dispatched op, once per chunk or step.
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 def _accumulate_weight_grad(grad_weight: torch.Tensor, grad_logits: torch.Tensor, hidden_c: torch.Tensor) -> None:
@@ -150,10 +156,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight_grad else None
         )
         grad_dtype = compute_dtype if want_hidden_grad or want_weight_grad else None
-        # The one place the head weight is read: cast once, transposed as a view.
-        weight_c = weight.to(compute_dtype)
+        # The one place the head weight is read: cast once (if at all), transposed as a view.
+        weight_c = _as_dtype(weight, compute_dtype)
         weight_t = weight_c.t()
-        hidden_c = hidden.to(compute_dtype)
+        hidden_c = _as_dtype(hidden, compute_dtype)
         targets_col = targets[:, None]
         neg_scale = -scale
         target_log_probs = torch.empty((num_tokens, 1), dtype=torch.float32, device=hidden.device)
@@ -197,9 +203,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         # Scaled in place: a second [vocab, hidden] copy would cost as much as the weight itself.
         if grad_hidden is not None:
-            grad_hidden = grad_hidden.mul_(grad_output.to(grad_hidden.dtype))
+            grad_hidden = grad_hidden.mul_(_as_dtype(grad_output, grad_hidden.dtype))
         if grad_weight is not None:
-            grad_weight = grad_weight.mul_(grad_output.to(grad_weight.dtype))
+            grad_weight = grad_weight.mul_(_as_dtype(grad_output, grad_weight.dtype))
         return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
@@ -230,7 +236,9 @@ def chunked_causal_lm_loss(
     """
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    targets = shift_labels.reshape(-1).to(hidden_states.device)
+    targets = shift_labels.reshape(-1)
+    if targets.device != hidden_states.device:
+        targets = targets.to(hidden_states.device)
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
     valid = targets != ignore_index
     if num_items_in_batch is None:
@@ -243,8 +251,8 @@ def chunked_causal_lm_loss(
     device_type = hidden.device.type
     compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
     # Per-token weight of the mean: 0 for ignored targets, whose index is replaced by a valid 0.
-    scale = (valid.float() / normalizer)[:, None]
-    safe_targets = torch.where(valid, targets, 0)
+    scale = (valid / normalizer)[:, None]
+    safe_targets = targets * valid
     with torch.autocast(device_type=device_type, enabled=False):
         return _ChunkedLinearCrossEntropy.apply(
             hidden,

@@ -245,12 +245,13 @@ class WrenModel(WrenPreTrainedModel):
                 f"Sequence of {past + seq_len} tokens ({past} cached + {seq_len} new) exceeds the model's context "
                 f"window max_position_embeddings={limit}. Truncate the prompt or lower max_new_tokens."
             )
-        # Reading the check's result back costs a device sync on accelerators, so there only prompts are
-        # checked: not decoding steps (they feed back the model's own tokens) and not training steps,
-        # whose batches are validated where they are prepared (`wren pretrain` sizes the vocabulary
-        # from its tokenizer, `wren finetune` checks the encoded conversations).
-        on_accelerator = input_ids is not None and input_ids.device.type != "cpu"
-        if input_ids is None or input_ids.numel() == 0 or (on_accelerator and (past > 0 or self.training)):
+        # Reading the check's result back costs a device sync on accelerators. So training steps are not
+        # checked (their batches are validated where they are prepared: `wren pretrain` sizes the
+        # vocabulary from its tokenizer, `wren finetune` checks the encoded conversations), nor, on
+        # accelerators, decoding steps (they feed back the model's own tokens).
+        if input_ids is None or input_ids.numel() == 0 or (self.training and torch.is_grad_enabled()):
+            return
+        if past > 0 and input_ids.device.type != "cpu":
             return
         out_of_range = (input_ids < 0) | (input_ids >= self.config.vocab_size)
         if out_of_range.any():
@@ -281,6 +282,9 @@ class WrenModel(WrenPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        # Only given positions can describe packed sequences; for the default ones transformers' check for
+        # packing (a host sync when there is neither a padding mask nor a cache, as in training) is skipped.
+        mask_position_ids = position_ids
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_seen_tokens).unsqueeze(0)
@@ -291,7 +295,7 @@ class WrenModel(WrenPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             cache=cache,
-            position_ids=position_ids,
+            position_ids=mask_position_ids,
         )
 
         hidden_states = inputs_embeds
