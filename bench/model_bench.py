@@ -47,7 +47,6 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
-
 from wrenlm.conversion import convert_to_wren
 from wrenlm.training.compile import compile_for_training
 
@@ -96,11 +95,11 @@ TRAIN_CONFIGS: dict[str, list[tuple[str, Sizes]]] = {
 
 def reference_model(kind: str, sizes: Sizes, seed: int = 0):
     torch.manual_seed(seed)
-    common = dict(
-        vocab_size=sizes.vocab, hidden_size=sizes.hidden, num_hidden_layers=sizes.layers,
-        num_attention_heads=sizes.heads, num_key_value_heads=sizes.kv_heads,
-        max_position_embeddings=4 * sizes.seq, tie_word_embeddings=False, pad_token_id=0, eos_token_id=None,
-    )  # fmt: skip
+    common = {
+        "vocab_size": sizes.vocab, "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers,
+        "num_attention_heads": sizes.heads, "num_key_value_heads": sizes.kv_heads,
+        "max_position_embeddings": 4 * sizes.seq, "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": None,
+    }  # fmt: skip
     if kind == "dense":
         return LlamaForCausalLM(LlamaConfig(intermediate_size=sizes.intermediate, **common))
     config = Qwen3MoeConfig(
@@ -342,10 +341,10 @@ def decode_tokens_per_second(model, sizes: Sizes, device: str, batch: int, cache
     model.eval()
     prompt = torch.randint(1, sizes.vocab, (batch, sizes.decode_prompt), generator=torch.Generator().manual_seed(1))
     prompt = prompt.to(device)
-    kwargs = dict(
-        max_new_tokens=sizes.decode_new_tokens, min_new_tokens=sizes.decode_new_tokens, do_sample=False,
-        pad_token_id=0, cache_implementation=None if cache == "dynamic" else "static", disable_compile=True,
-    )  # fmt: skip
+    kwargs = {
+        "max_new_tokens": sizes.decode_new_tokens, "min_new_tokens": sizes.decode_new_tokens, "do_sample": False,
+        "pad_token_id": 0, "cache_implementation": None if cache == "dynamic" else "static", "disable_compile": True,
+    }  # fmt: skip
     durations: list[float] = []
     with torch.no_grad():
         model.generate(prompt, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})  # warm-up
@@ -361,7 +360,9 @@ def decode_comparison(kind: str, sizes: Sizes, device: str, dtype: torch.dtype) 
     for side, model in pair.items():
         for batch in (1, 8):
             for cache in ("dynamic", "static"):
-                row[f"{side}_decode_b{batch}_{cache}_tok_s"] = decode_tokens_per_second(model, sizes, device, batch, cache)
+                row[f"{side}_decode_b{batch}_{cache}_tok_s"] = decode_tokens_per_second(
+                    model, sizes, device, batch, cache
+                )
     return row
 
 
@@ -426,7 +427,7 @@ def machine_description(device: str) -> str:
 
 def load_description() -> str:
     try:
-        return "load average %.2f %.2f %.2f" % os.getloadavg()
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     except OSError:
         return "load average unavailable"
 
@@ -437,8 +438,10 @@ def _format_count(value) -> str:
 
 def format_train_table(results: dict) -> str:
     lines = [
-        "| config | model | variant | train tokens/s (p25-p75) | vs HF | first step s | peak MiB | vs HF "
-        "| ops (fwd+bwd) | vs HF | MFU |",
+        (
+            "| config | model | variant | train tokens/s (p25-p75) | vs HF | first step s | peak MiB | vs HF "
+            "| ops (fwd+bwd) | vs HF | MFU |"
+        ),
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["train"]:
@@ -463,8 +466,10 @@ def format_train_table(results: dict) -> str:
 
 def format_table(results: dict) -> str:
     lines = [
-        f"Machine: {results['machine']}; dtype {results['dtype']}; {results['steps']} timed steps per variant "
-        f"after {results['warmup']} warm-up rounds; {results['load_before']} before, {results['load_after']} after.",
+        (
+            f"Machine: {results['machine']}; dtype {results['dtype']}; {results['steps']} timed steps per variant "
+            f"after {results['warmup']} warm-up rounds; {results['load_before']} before, {results['load_after']} after."
+        ),
         "",
         format_train_table(results),
     ]
@@ -477,13 +482,17 @@ def format_table(results: dict) -> str:
             "|---|---|---:|---:|---:|",
         ]
         metrics = [
-            (f"decode_b{b}_{c}_tok_s", f"decode tokens/s, batch {b}, {c} cache") for b in (1, 8) for c in ("dynamic", "static")
+            (f"decode_b{b}_{c}_tok_s", f"decode tokens/s, batch {b}, {c} cache")
+            for b in (1, 8)
+            for c in ("dynamic", "static")
         ]
         for row in results["rows"]:
             reference_name = "Llama" if row["model"] == "dense" else "Qwen3-MoE"
             for key, label in metrics:
                 ref, ours = row[f"reference_{key}"], row[f"wren_{key}"]
-                lines.append(f"| {row['model']} vs {reference_name} | {label} | {ref:,.0f} | {ours:,.0f} | {ours / ref:.2f}x |")
+                lines.append(
+                    f"| {row['model']} vs {reference_name} | {label} | {ref:,.0f} | {ours:,.0f} | {ours / ref:.2f}x |"
+                )
         lines += ["", "| experts implementation | train tokens/s |", "|---|---:|"]
         for name, speed in results["experts_train_tok_s"].items():
             lines.append(f"| {name} | {'out of memory' if speed is None else f'{speed:,.0f}'} |")
@@ -497,8 +506,12 @@ def main(argv=None) -> None:
         "--train-configs", default="small", help=f"comma-separated, from {', '.join(TRAIN_CONFIGS)} (default: small)"
     )
     parser.add_argument("--scale", type=int, default=1, help="multiply the small config's widths and sequence length")
-    parser.add_argument("--steps", type=int, default=20, help="timed training rounds (every variant steps once a round)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (compilation happens in the first)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed training rounds (every variant steps once a round)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed rounds first (compilation happens in the first)"
+    )
     parser.add_argument("--compile", action="store_true", help="also time both sides with per-block torch.compile")
     parser.add_argument("--only-train", action="store_true", help="skip the decoding and experts comparisons")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 weights on CUDA")

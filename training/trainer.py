@@ -171,6 +171,10 @@ class Trainer:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "config"):
                 model.config.use_cache = False
+        if config.compile:
+            from .compile import compile_for_training
+
+            compile_for_training(model)
 
         if optimizer is None:
             groups = param_groups if param_groups is not None else weight_decay_groups(model, config.weight_decay)
@@ -385,7 +389,8 @@ class Trainer:
                         self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
                 mask = batch.get("attention_mask")
-                window["tokens"] += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+                # Kept on the device until the log step: int() here would stall every micro-batch on a GPU.
+                window["tokens"] += mask.sum() if mask is not None else batch["input_ids"].numel()
             if router_bias:
                 reduce = (lambda t: acc.reduce(t, reduction="sum")) if acc.num_processes > 1 else None
                 self.unwrapped_model.update_router_bias(reduce=reduce)
@@ -437,7 +442,7 @@ class Trainer:
             ]
         )
         values = acc.reduce(values, reduction="mean") / steps
-        tokens = int(acc.reduce(torch.tensor(window["tokens"], device=acc.device), reduction="sum"))
+        tokens = int(acc.reduce(torch.as_tensor(window["tokens"], device=acc.device), reduction="sum"))
         logs = {
             "train/loss": float(values[0]),
             "train/lr": float(self.scheduler.get_last_lr()[0]),
