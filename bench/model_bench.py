@@ -409,6 +409,10 @@ def run(args) -> dict:
     for config_name, kind, sizes in train_cases(args):
         row = training_comparison(kind, sizes, device, dtype, args)
         results["train"].append({"config": config_name, **row})
+        # What is done survives a run cut short (a time limit on a borrowed GPU): printed and saved as it comes.
+        print(format_train_table({"train": results["train"][-1:]}), flush=True)
+        if getattr(args, "json", None):
+            Path(args.json).write_text(json.dumps(results, indent=2))
     if not args.only_train:
         sizes = Sizes().scaled(args.scale)
         results["decode_sizes"] = asdict(sizes)
@@ -521,8 +525,7 @@ def main(argv=None) -> None:
     results = run(args)
     print(format_table(results))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

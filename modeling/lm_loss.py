@@ -29,6 +29,7 @@ LOSS_IMPLEMENTATIONS = ("auto", "eager", "compile", "liger")
 LOGITS_BUDGET_BYTES = 64 * 2**20
 CHUNK_ALIGNMENT = 256
 
+_ADDMM_HAS_OUT_DTYPE = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 8)
 _compile_failure: str | None = None  # why `auto` stopped compiling, once it has failed in this process
 _compiled_body = None
 
@@ -136,8 +137,8 @@ def _accumulate_weight_grad(grad_weight: torch.Tensor, grad_logits: torch.Tensor
     """grad_weight (fp32) += grad_logits.T @ hidden_c, without rounding the product to a low precision."""
     if grad_logits.dtype == torch.float32 and hidden_c.dtype == torch.float32:
         grad_weight.addmm_(grad_logits.t(), hidden_c)
-    elif grad_weight.device.type == "cuda":
-        # Tensor cores with an fp32 output (torch >= 2.8): no parameter-sized low-precision temporary.
+    elif grad_weight.device.type == "cuda" and _ADDMM_HAS_OUT_DTYPE:
+        # Tensor cores with an fp32 output: no parameter-sized low-precision temporary.
         torch.addmm(
             grad_weight, grad_logits.t(), hidden_c.to(grad_logits.dtype), out_dtype=torch.float32, out=grad_weight
         )
