@@ -49,7 +49,8 @@ class WrenConfig(PreTrainedConfig):
     Training:
         loss_chunk_size: tokens per chunk of the memory-lean LM head + cross-entropy used when
             training with labels (the full `[tokens, vocab]` logits are never materialised);
-            None picks about 2**24 logits per chunk (512 tokens at vocab 32k), 0 disables it.
+            None sizes chunks from a 64 MiB budget of fp32 logits in multiples of 256 tokens (512
+            at vocab 32k), 0 disables it. How chunks run is `model.loss_implementation`.
     """
 
     model_type = "wren"

@@ -1,52 +1,197 @@
 """Next-token cross-entropy without materialising the `[tokens, vocab]` logits.
 
 The LM head and the loss run chunk by chunk; each chunk's gradient (softmax minus one-hot) is
-folded into d_hidden and d_weight right away, so peak memory is one chunk of logits instead of
+folded into d_hidden and d_weight right away, so peak memory is about one chunk of logits instead of
 the whole batch's, at the same three matmuls a plain forward + backward costs.
+
+Implementations (`loss_implementation`):
+    eager    the chunk body in plain PyTorch, in place (a handful of ops per chunk).
+    compile  the chunk body under `torch.compile`: Inductor fuses softmax, loss and gradient into one
+             kernel after the matmul. If compiling fails, this is an error (the caller asked for it).
+    liger    Liger-Kernel's fused linear cross-entropy (CUDA, `pip install liger-kernel`).
+    auto     `compile` on GPUs, falling back to `eager` (a logged warning, once) if compiling fails;
+             `eager` on CPU, where the compile warm-up (~20 s) outweighs short runs. Never Liger,
+             whose kernel reads the target count back to the host (a device sync per call).
+
+Chunks are multiples of 256 tokens sized from a budget of fp32 logits bytes (`auto_chunk_size`).
+The head-weight gradient is accumulated in fp32 and cast to the weight's dtype once.
 """
+
+import logging
 
 import torch
 import torch.nn.functional as F
 
+logger = logging.getLogger(__name__)
+
+LOSS_IMPLEMENTATIONS = ("auto", "eager", "compile", "liger")
+# fp32 logits of one chunk; the eager body holds about two such buffers at its peak.
+LOGITS_BUDGET_BYTES = 64 * 2**20
+CHUNK_ALIGNMENT = 256
+
+_ADDMM_HAS_OUT_DTYPE = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 8)
+_compile_failure: str | None = None  # why `auto` stopped compiling, once it has failed in this process
+_compiled_body = None
+
+
+def auto_chunk_size(vocab_size: int, budget_bytes: int = LOGITS_BUDGET_BYTES) -> int:
+    """Tokens per chunk: the largest multiple of 256 whose fp32 logits fit in `budget_bytes` (at least 256)."""
+    rows = budget_bytes // (4 * vocab_size)
+    return max(CHUNK_ALIGNMENT, rows - rows % CHUNK_ALIGNMENT)
+
+
+def _eager_chunk(hidden_c, weight_t, targets_c, scale_c, neg_scale_c, grad_dtype):
+    """Target log-probabilities `[chunk, 1]` and, unless `grad_dtype` is None, d(loss)/d(logits).
+
+    `scale_c` is 1/normalizer for counted targets and 0 for ignored ones (whose `targets_c` is 0), so
+    the gradient `(softmax - one_hot) * scale` is built in place in the log-softmax buffer.
+    """
+    logits = torch.mm(hidden_c, weight_t)
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    del logits
+    target_log_probs = log_probs.gather(1, targets_c)
+    if grad_dtype is None:
+        return target_log_probs, None
+    grad = log_probs.exp_().mul_(scale_c).scatter_add_(1, targets_c, neg_scale_c)
+    return target_log_probs, _as_dtype(grad, grad_dtype)
+
+
+def _fusible_chunk(hidden_c, weight_t, targets_c, scale_c, neg_scale_c, grad_dtype):
+    """`_eager_chunk` written without in-place scatter, so that Inductor emits one fused kernel."""
+    logits = torch.mm(hidden_c, weight_t).float()
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    log_probs = shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+    target_log_probs = log_probs.gather(1, targets_c)
+    if grad_dtype is None:
+        return target_log_probs, None
+    one_hot = torch.arange(log_probs.shape[-1], device=log_probs.device) == targets_c
+    grad = log_probs.exp() * scale_c + torch.where(one_hot, neg_scale_c, 0.0)
+    return target_log_probs, grad.to(grad_dtype)
+
+
+def _compiled_chunk():
+    global _compiled_body
+    if _compiled_body is None:
+        _compiled_body = torch.compile(_fusible_chunk, fullgraph=True)
+    return _compiled_body
+
+
+def liger_available() -> bool:
+    try:
+        import liger_kernel.transformers.functional  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+LIGER_DEVICE_TYPES = ("cuda",)
+COMPILE_BY_DEFAULT_DEVICE_TYPES = ("cuda", "xpu")
+
+
+def resolve_loss_implementation(requested: str, device: torch.device) -> str:
+    """What `requested` runs as on `device`: eager, compile, liger, or auto-compile (compile, eager if that fails).
+
+    An explicit request that cannot run here is an error naming the reason, never a quiet substitute.
+    """
+    if requested not in LOSS_IMPLEMENTATIONS:
+        raise ValueError(f"`loss_implementation` must be one of {', '.join(LOSS_IMPLEMENTATIONS)}, got {requested!r}.")
+    if requested == "liger":
+        if not liger_available():
+            raise ImportError("loss_implementation='liger' needs Liger-Kernel: pip install liger-kernel")
+        if device.type not in LIGER_DEVICE_TYPES:
+            raise ValueError(f"loss_implementation='liger' runs Triton kernels on CUDA; the loss is on {device.type}.")
+    if requested != "auto":
+        return requested
+    if device.type in COMPILE_BY_DEFAULT_DEVICE_TYPES and _compile_failure is None:
+        return "auto-compile"
+    return "eager"
+
+
+def _run_chunk(implementation: str, *args):
+    global _compile_failure
+    fell_back = implementation == "auto-compile" and _compile_failure is not None
+    if implementation == "eager" or fell_back or torch.compiler.is_compiling():
+        return _eager_chunk(*args)
+    try:
+        return _compiled_chunk()(*args)
+    except Exception as error:  # any compiler failure: an error when asked for, else fall back
+        reason = f"{type(error).__name__}: {str(error)[:300]}"
+        if implementation == "compile":
+            raise RuntimeError(
+                f"loss_implementation='compile': torch.compile failed on the loss chunk ({reason}). "
+                "Use loss_implementation='eager' (or 'auto', which falls back to it)."
+            ) from error
+        _compile_failure = reason
+        logger.warning("torch.compile failed on the LM loss chunk (%s); the loss runs eagerly from now on.", reason)
+        return _eager_chunk(*args)
+
+
+def _as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # `.to` of a tensor already in `dtype` is free but still a dispatched op, once per chunk or step.
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _accumulate_weight_grad(grad_weight: torch.Tensor, grad_logits: torch.Tensor, hidden_c: torch.Tensor) -> None:
+    """grad_weight (fp32) += grad_logits.T @ hidden_c, without rounding the product to a low precision."""
+    if grad_logits.dtype == torch.float32 and hidden_c.dtype == torch.float32:
+        grad_weight.addmm_(grad_logits.t(), hidden_c)
+    elif grad_weight.device.type == "cuda" and _ADDMM_HAS_OUT_DTYPE:
+        # Tensor cores with an fp32 output: no parameter-sized low-precision temporary.
+        torch.addmm(
+            grad_weight, grad_logits.t(), hidden_c.to(grad_logits.dtype), out_dtype=torch.float32, out=grad_weight
+        )
+    else:
+        grad_weight.addmm_(grad_logits.t().float(), hidden_c.float())
+
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, normalizer, chunk_size, ignore_index, compute_dtype, want_grads):
+    def forward(ctx, hidden, weight, targets, scale, chunk_size, compute_dtype, want_grads, implementation):
         num_tokens = hidden.shape[0]
-        grad_hidden = torch.empty_like(hidden) if want_grads and hidden.requires_grad else None
-        # Accumulated in the weight's own dtype, as autograd would return it; in place when dtypes allow.
-        grad_weight = torch.zeros_like(weight) if want_grads and weight.requires_grad else None
-        weight_c = weight.to(compute_dtype)
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        want_hidden_grad = want_grads and hidden.requires_grad
+        want_weight_grad = want_grads and weight.requires_grad
+        grad_hidden = torch.empty_like(hidden) if want_hidden_grad else None
+        grad_weight = (
+            torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight_grad else None
+        )
+        grad_dtype = compute_dtype if want_hidden_grad or want_weight_grad else None
+        # The one place the head weight is read: cast once (if at all), transposed as a view.
+        weight_c = _as_dtype(weight, compute_dtype)
+        weight_t = weight_c.t()
+        hidden_c = _as_dtype(hidden, compute_dtype)
+        targets_col = targets[:, None]
+        neg_scale = -scale
+        target_log_probs = torch.empty((num_tokens, 1), dtype=torch.float32, device=hidden.device)
         for start in range(0, num_tokens, chunk_size):
             end = min(start + chunk_size, num_tokens)
-            hidden_c = hidden[start:end].to(compute_dtype)
-            chunk_targets = targets[start:end]
-            logits = (hidden_c @ weight_c.T).float()
-            valid = chunk_targets != ignore_index
-            safe_targets = torch.where(valid, chunk_targets, torch.zeros_like(chunk_targets))
-            target_logits = logits.gather(1, safe_targets[:, None]).squeeze(1)
-            log_norm = torch.logsumexp(logits, dim=-1)
-            total += ((log_norm - target_logits) * valid).sum()
-            if grad_hidden is None and grad_weight is None:
+            chunk_hidden = hidden_c[start:end]
+            chunk_targets = targets_col[start:end]
+            chunk_log_probs, grad_logits = _run_chunk(
+                implementation,
+                chunk_hidden,
+                weight_t,
+                chunk_targets,
+                scale[start:end],
+                neg_scale[start:end],
+                grad_dtype,
+            )
+            target_log_probs[start:end] = chunk_log_probs
+            if grad_logits is None:
                 continue
-            # d(loss)/d(logits) = softmax - one_hot, zero on ignored positions, scaled by 1/normalizer;
-            # built in place in the logits buffer so a chunk never holds more than one [chunk, vocab] array.
-            grad_logits = logits.sub_(log_norm[:, None]).exp_()
-            grad_logits.scatter_add_(1, safe_targets[:, None], -torch.ones_like(log_norm)[:, None])
-            grad_logits.mul_((valid.float() / normalizer)[:, None])
-            grad_logits = grad_logits.to(compute_dtype)
             if grad_hidden is not None:
-                grad_hidden[start:end] = grad_logits @ weight_c
-            if grad_weight is None:
-                continue
-            if grad_weight.dtype == compute_dtype:
-                grad_weight.addmm_(grad_logits.T, hidden_c)
-            else:
-                grad_weight += grad_logits.T @ hidden_c
+                if grad_hidden.dtype == grad_logits.dtype:
+                    torch.mm(grad_logits, weight_c, out=grad_hidden[start:end])
+                else:
+                    grad_hidden[start:end] = grad_logits @ weight_c
+            if grad_weight is not None:
+                _accumulate_weight_grad(grad_weight, grad_logits, chunk_hidden)
+        if grad_weight is not None and grad_weight.dtype != weight.dtype:
+            grad_weight = grad_weight.to(weight.dtype)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.used = False
-        return total / normalizer
+        return -(target_log_probs * scale).sum()
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -59,15 +204,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         # Scaled in place: a second [vocab, hidden] copy would cost as much as the weight itself.
         if grad_hidden is not None:
-            grad_hidden = grad_hidden.mul_(grad_output.to(grad_hidden.dtype))
+            grad_hidden = grad_hidden.mul_(_as_dtype(grad_output, grad_hidden.dtype))
         if grad_weight is not None:
-            grad_weight = grad_weight.mul_(grad_output.to(grad_weight.dtype))
+            grad_weight = grad_weight.mul_(_as_dtype(grad_output, grad_weight.dtype))
         return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
-def auto_chunk_size(vocab_size: int) -> int:
-    """Tokens per chunk so that one chunk of fp32 logits is about 64 MiB (2**24 values)."""
-    return max(1, (1 << 24) // vocab_size)
+def _liger_loss_sum(hidden, weight, targets, ignore_index):
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+    return liger_fused_linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="sum")
 
 
 def chunked_causal_lm_loss(
@@ -75,38 +221,47 @@ def chunked_causal_lm_loss(
     lm_head_weight: torch.Tensor,
     labels: torch.Tensor | None = None,
     *,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
     ignore_index: int = -100,
     num_items_in_batch: torch.Tensor | int | None = None,
     shift_labels: torch.Tensor | None = None,
+    implementation: str = "auto",
     **kwargs,
 ) -> torch.Tensor:
     """Same value and gradients as `ForCausalLMLoss(hidden_states @ lm_head_weight.T, labels)`.
 
     Labels are shifted here (token t predicts t+1) unless `shift_labels` is given. With
     `num_items_in_batch` the summed loss is divided by it (gradient accumulation), otherwise by the
-    number of non-ignored targets. A batch without any target gives 0 rather than NaN.
+    number of non-ignored targets. A batch without any target gives 0 rather than NaN. `chunk_size`
+    None sizes chunks with `auto_chunk_size`. Nothing here reads a value back to the host.
     """
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
-    targets = shift_labels.reshape(-1).to(hidden_states.device)
+    targets = shift_labels.reshape(-1)
+    if targets.device != hidden_states.device:
+        targets = targets.to(hidden_states.device)
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    valid = targets != ignore_index
     if num_items_in_batch is None:
-        normalizer = (targets != ignore_index).sum().clamp(min=1).float()
+        normalizer = valid.sum().clamp(min=1).float()
     else:
         normalizer = torch.as_tensor(num_items_in_batch, device=hidden.device, dtype=torch.float32)
+    implementation = resolve_loss_implementation(implementation, hidden.device)
+    if implementation == "liger":
+        return _liger_loss_sum(hidden, lm_head_weight, targets, ignore_index) / normalizer
     device_type = hidden.device.type
-    compute_dtype = (
-        torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
-    )
+    compute_dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else hidden.dtype
+    # Per-token weight of the mean: 0 for ignored targets, whose index is replaced by a valid 0.
+    scale = (valid / normalizer)[:, None]
+    safe_targets = targets * valid
     with torch.autocast(device_type=device_type, enabled=False):
         return _ChunkedLinearCrossEntropy.apply(
             hidden,
             lm_head_weight,
-            targets,
-            normalizer,
-            chunk_size,
-            ignore_index,
+            safe_targets,
+            scale,
+            chunk_size or auto_chunk_size(lm_head_weight.shape[0]),
             compute_dtype,
             torch.is_grad_enabled(),
+            implementation,
         )

@@ -26,12 +26,12 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from ..configuration.configuration_wren import WrenConfig
 from .attention import WrenAttention
-from .lm_loss import auto_chunk_size, chunked_causal_lm_loss
+from .lm_loss import chunked_causal_lm_loss
 from .mlp import WrenMLP
 from .moe import WrenExperts, WrenSparseMoeBlock, WrenTopKRouter
 from .norm import WrenRMSNorm
 from .rotary import WrenRotaryEmbedding
-from .router_losses import expert_load, load_balancing_loss, router_z_loss
+from .router_losses import expert_load, router_losses
 
 
 def _wrenlm_hub():
@@ -47,9 +47,11 @@ def _wrenlm_hub():
 
 @dataclass
 class WrenModelOutputWithPast(MoeModelOutputWithPast):
-    """`router_indices`: per MoE layer, the experts chosen for each token `[tokens, top_k]`."""
+    """Per MoE layer, `router_indices`: the experts chosen for each token `[tokens, top_k]`;
+    `router_probs`: the router's fp32 softmax `[tokens, experts]`."""
 
     router_indices: tuple[torch.Tensor, ...] | None = None
+    router_probs: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -127,6 +129,7 @@ class WrenPreTrainedModel(PreTrainedModel):
     _can_record_outputs = {
         "router_logits": OutputRecorder(WrenTopKRouter, index=0),
         "router_indices": OutputRecorder(WrenTopKRouter, index=2),
+        "router_probs": OutputRecorder(WrenTopKRouter, index=3),
         "hidden_states": WrenDecoderLayer,
         "attentions": WrenAttention,
     }
@@ -200,9 +203,13 @@ class WrenModel(WrenPreTrainedModel):
                 f"Sequence of {past + seq_len} tokens ({past} cached + {seq_len} new) exceeds the model's context "
                 f"window max_position_embeddings={limit}. Truncate the prompt or lower max_new_tokens."
             )
-        # Prompts and training batches are checked; on accelerators decoding steps are not, since they
-        # feed back the model's own (in-range) tokens and the check would cost a device sync per token.
-        if input_ids is None or input_ids.numel() == 0 or (past > 0 and input_ids.device.type != "cpu"):
+        # Reading the check's result back costs a device sync on accelerators. So training steps are not
+        # checked (their batches are validated where they are prepared: `wren pretrain` sizes the
+        # vocabulary from its tokenizer, `wren finetune` checks the encoded conversations), nor, on
+        # accelerators, decoding steps (they feed back the model's own tokens).
+        if input_ids is None or input_ids.numel() == 0 or (self.training and torch.is_grad_enabled()):
+            return
+        if past > 0 and input_ids.device.type != "cpu":
             return
         out_of_range = (input_ids < 0) | (input_ids >= self.config.vocab_size)
         if out_of_range.any():
@@ -234,6 +241,9 @@ class WrenModel(WrenPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
+        # Only given positions can describe packed sequences; for the default ones transformers' check for
+        # packing (a host sync when there is neither a padding mask nor a cache, as in training) is skipped.
+        mask_position_ids = position_ids
         if position_ids is None:
             past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(seq_len, device=inputs_embeds.device) + past_seen_tokens).unsqueeze(0)
@@ -244,7 +254,7 @@ class WrenModel(WrenPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             cache=cache,
-            position_ids=position_ids,
+            position_ids=mask_position_ids,
         )
 
         hidden_states = inputs_embeds
@@ -274,6 +284,9 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         self.model = WrenModel(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # How the chunked training loss runs: auto, eager, compile or liger (see lm_loss.py). A runtime
+        # choice like the attention implementation, so it is not saved with the config.
+        self.loss_implementation = "auto"
         self.post_init()
 
     def _prepare_generated_length(
@@ -339,6 +352,7 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_router_logits: bool | None = None,
+        output_expert_load: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> WrenCausalLMOutputWithPast:
@@ -346,15 +360,23 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Targets for next-token prediction (shifted inside); -100 is ignored. In training mode the
             loss is computed chunk-wise without materialising the logits (`logits` is then None);
-            set `config.loss_chunk_size=0` to get the plain path.
+            set `config.loss_chunk_size=0` to get the plain path. `model.loss_implementation` picks
+            how the chunks run (see `wrenlm.modeling.lm_loss`).
         output_router_logits (`bool`, *optional*):
-            Return per-layer router logits, the load-balancing and z losses and the expert load.
+            Return per-layer router logits and the load-balancing and z losses.
+        output_expert_load (`bool`, *optional*):
+            Return the per-layer expert load. Default: with the router logits outside training; a
+            training loop asks for it on logging steps only.
         """
         config = self.config
+        if use_cache is None and self.training and torch.is_grad_enabled():
+            use_cache = False  # a training step has no use for a cache (and a compiled block would guard on it)
         if output_router_logits is None:
             output_router_logits = config.output_router_logits
+        if output_expert_load is None:
+            output_expert_load = output_router_logits and not self.training
         wants_router_losses = labels is not None and (config.router_aux_loss_coef > 0 or config.router_z_loss_coef > 0)
-        record_router = config.is_moe and (output_router_logits or wants_router_losses)
+        record_router = config.is_moe and (output_router_logits or output_expert_load or wants_router_losses)
 
         outputs: WrenModelOutputWithPast = self.model(
             input_ids=input_ids,
@@ -365,6 +387,7 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             output_router_logits=record_router,
             output_router_indices=record_router,
+            output_router_probs=record_router,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -372,8 +395,14 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         loss = logits = None
         use_lean_loss = labels is not None and self.training and config.loss_chunk_size != 0
         if use_lean_loss:
-            chunk_size = config.loss_chunk_size or auto_chunk_size(config.vocab_size)
-            loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_size=chunk_size, **kwargs)
+            loss = chunked_causal_lm_loss(
+                hidden_states,
+                self.lm_head.weight,
+                labels,
+                chunk_size=config.loss_chunk_size,
+                implementation=self.loss_implementation,
+                **kwargs,
+            )
         else:
             logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
             if labels is not None:
@@ -381,11 +410,11 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
 
         aux_loss = z_loss = load = None
         if record_router and outputs.router_logits:
-            aux_loss = load_balancing_loss(
-                outputs.router_logits, outputs.router_indices, config.num_experts, attention_mask
+            aux_loss, z_loss = router_losses(
+                outputs.router_logits, outputs.router_probs, outputs.router_indices, config.num_experts, attention_mask
             )
-            z_loss = router_z_loss(outputs.router_logits, attention_mask)
-            load = expert_load(outputs.router_indices, config.num_experts, attention_mask)
+            if output_expert_load:
+                load = expert_load(outputs.router_indices, config.num_experts, attention_mask)
             if labels is not None:
                 loss = loss + config.router_aux_loss_coef * aux_loss.to(loss.device)
                 loss = loss + config.router_z_loss_coef * z_loss.to(loss.device)

@@ -65,6 +65,8 @@ class WrenTopKRouter(nn.Module):
         self.expert_load = nn.Buffer(torch.zeros(self.num_experts), persistent=False)
 
     def forward(self, hidden_states: torch.Tensor):
+        """`(router_logits, top_k_weights, top_k_indices, router_probs)`; the fp32 softmax `router_probs` is
+        returned so that the router losses reuse it instead of computing it again."""
         hidden_states = hidden_states.reshape(-1, self.hidden_dim)
         router_logits = F.linear(hidden_states, self.weight)
         router_probs = F.softmax(router_logits, dim=-1, dtype=torch.float)
@@ -74,20 +76,21 @@ class WrenTopKRouter(nn.Module):
             router_top_value = router_probs.gather(-1, router_indices)
             if self.training:
                 with torch.no_grad():
-                    self.expert_load += torch.bincount(router_indices.flatten(), minlength=self.num_experts).to(
-                        self.expert_load.dtype
-                    )
+                    # scatter_add_, not bincount: bincount reads its output size back from a GPU (a sync).
+                    chosen = router_indices.reshape(-1)
+                    self.expert_load.scatter_add_(0, chosen, torch.ones_like(chosen, dtype=self.expert_load.dtype))
         else:
             router_top_value, router_indices = torch.topk(router_probs, self.top_k, dim=-1)
         if self.norm_topk_prob:
             router_top_value = router_top_value / router_top_value.sum(dim=-1, keepdim=True)
-        return router_logits, router_top_value.to(router_logits.dtype), router_indices
+        return router_logits, router_top_value.to(router_logits.dtype), router_indices, router_probs
 
     @torch.no_grad()
     def update_bias(self, load: torch.Tensor | None = None) -> None:
         """Raise the bias of under-loaded experts and lower it for over-loaded ones, then reset the count."""
         load = self.expert_load if load is None else load
-        if self.bias_update_rate > 0 and load.sum() > 0:
+        if self.bias_update_rate > 0:
+            # No load counted gives sign(0) = 0, no change; testing for it on the host would be a device sync.
             self.expert_bias += self.bias_update_rate * torch.sign(load.mean() - load).to(self.expert_bias.dtype)
         self.expert_load.zero_()
 
@@ -113,7 +116,7 @@ class WrenSparseMoeBlock(nn.Module):
             router_input = flat_states * torch.empty_like(flat_states).uniform_(
                 1.0 - self.jitter_noise, 1.0 + self.jitter_noise
             )
-        _, top_k_weights, top_k_index = self.gate(router_input)
+        _, top_k_weights, top_k_index, _ = self.gate(router_input)
         output = self.experts(flat_states, top_k_index, top_k_weights)
         if self.shared_experts is not None:
             output = output + self.shared_experts(flat_states)

@@ -53,6 +53,9 @@ class TrainingConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"
     gradient_checkpointing: bool = False
+    # torch.compile each decoder block and the chunked loss (training steps only; see training/compile.py).
+    # Pays off on GPUs and long runs; costs a warm-up of tens of seconds at the first step.
+    compile: bool = False
 
     # evaluation, samples, logging
     eval_every: int = 250

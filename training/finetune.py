@@ -180,7 +180,9 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         task_sizes=(config.train_size or None, config.test_size or None),
     )
     model, tokenizer = load_base(config.base_model)
-    encoder = ChatEncoder(tokenizer, config.max_length or model.config.max_position_embeddings)
+    encoder = ChatEncoder(
+        tokenizer, config.max_length or model.config.max_position_embeddings, vocab_size=model.config.vocab_size
+    )
     train_rows = encoder.encode_all(splits["train"], what=config.data)
     eval_rows = encoder.encode_all(splits["eval"], what=config.eval_data or f"{config.data} (held out)")
     claim_output_dir(config, accelerator, "finetune")

@@ -140,13 +140,16 @@ def _describe(example: dict, index: int) -> str:
 class ChatEncoder:
     """Renders conversations with the tokenizer's chat template into training rows."""
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, vocab_size: int | None = None):
+        """`vocab_size`: the model's; token ids at or above it are reported by `encode_all` (the model does
+        not check training batches on accelerators, where reading the check back would stall every step)."""
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("The tokenizer has no chat template; fine-tuning on chat data needs one.")
         from .data import token_char_table
 
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.vocab_size = vocab_size
         self.char_table = token_char_table(tokenizer)
 
     def encode(self, messages: list[dict]) -> dict:
@@ -174,6 +177,11 @@ class ChatEncoder:
                 problems.append(
                     f"{_describe(example, index)}: {len(row['input_ids'])} tokens, more than --max-length "
                     f"{self.max_length}"
+                )
+            elif self.vocab_size is not None and max(row["input_ids"], default=0) >= self.vocab_size:
+                problems.append(
+                    f"{_describe(example, index)}: token id {max(row['input_ids'])} is outside the model's vocabulary "
+                    f"of size {self.vocab_size}; check that the tokenizer matches the model"
                 )
             elif all(label == -100 for label in row["labels"]):
                 problems.append(

@@ -71,7 +71,8 @@ class LossWindow:
 
     def add_batch(self, batch: dict) -> None:
         mask = batch.get("attention_mask")
-        self.tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        # Kept on the device until the log step: int() here would stall every micro-batch on a GPU.
+        self.tokens += mask.sum() if mask is not None else batch["input_ids"].numel()
 
     def add_step(self, loss: torch.Tensor) -> None:
         self.loss += loss
@@ -82,7 +83,7 @@ class LossWindow:
         seconds = time.perf_counter() - self.start
         loss = torch.as_tensor(self.loss, device=accelerator.device, dtype=torch.float32).reshape(())
         loss = accelerator.reduce(loss, reduction="mean") / max(self.steps, 1)
-        tokens = int(accelerator.reduce(torch.tensor(self.tokens, device=accelerator.device), reduction="sum"))
+        tokens = int(accelerator.reduce(torch.as_tensor(self.tokens, device=accelerator.device), reduction="sum"))
         logs = {
             "train/loss": float(loss),
             "train/lr": float(lr),

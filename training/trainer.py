@@ -104,6 +104,10 @@ class Trainer:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if hasattr(model, "config"):
                 model.config.use_cache = False
+        if config.compile:
+            from .compile import compile_for_training
+
+            compile_for_training(model)
 
         if optimizer is None:
             check_optimizer_engine(config, acc)

@@ -37,22 +37,69 @@ def test_cpu_peak_memory_is_measured_from_the_training_steps(model_bench):
     assert peak is not None and peak >= weight_bytes
 
 
+def options(**overrides) -> Namespace:
+    values = dict(
+        device="cpu", train_configs="small", scale=1, steps=2, warmup=1, compile=False, only_train=False,
+        bf16=False, peak_tflops=None,
+    )  # fmt: skip
+    values.update(overrides)
+    return Namespace(**values)
+
+
 def test_run_and_table_cover_both_models_every_metric_and_every_experts_implementation(model_bench, monkeypatch):
+    tiny = model_bench.Sizes(**TINY)
+    monkeypatch.setattr(model_bench, "TRAIN_CONFIGS", {"small": [("dense", tiny), ("moe", tiny)]})
     monkeypatch.setattr(model_bench, "Sizes", functools.partial(model_bench.Sizes, **TINY))
     peaks = {"reference": 2 * 2**20, "wren": 2**20}
     monkeypatch.setattr(model_bench, "training_peak_memory", lambda kind, side, *args: peaks[side])
 
-    results = model_bench.run(Namespace(device="cpu", scale=1, steps=1, bf16=False))
+    results = model_bench.run(options(peak_tflops=1.0))
 
+    assert [row["model"] for row in results["train"]] == ["dense", "moe"]
+    for row in results["train"]:
+        assert list(row["variants"]) == ["HF", "Wren"]
+        for side, value in zip(("reference", "wren"), row["variants"].values()):
+            assert value["peak_mb"] == peaks[side] / 2**20
+            assert value["tok_s_p25"] <= value["tok_s"] <= value["tok_s_p75"] and math.isfinite(value["tok_s"])
+            assert value["ops"] > 100 and value["mfu"] == pytest.approx(row["flops_per_token"] * value["tok_s"] / 1e12)
     assert [row["model"] for row in results["rows"]] == ["dense", "moe"]
     for row in results["rows"]:
-        assert row["reference_train_peak_mb"] == 2 and row["wren_train_peak_mb"] == 1
         speeds = {key: value for key, value in row.items() if key.endswith("tok_s")}
-        assert len(speeds) == 2 * 5 and all(value > 0 and math.isfinite(value) for value in speeds.values())
+        assert len(speeds) == 2 * 4 and all(value > 0 and math.isfinite(value) for value in speeds.values())
     assert set(results["experts_train_tok_s"]) == {"eager", "batched_mm", "grouped_mm"}
     table = model_bench.format_table(results)
-    assert table.count("| dense vs Llama |") == 6 and table.count("| moe vs Qwen3-MoE |") == 6
-    assert "| dense vs Llama | train peak MiB | 2 | 1 | 0.50x |" in table
+    assert table.count("| small | dense | ") == 2 and table.count("| small | moe | ") == 2
+    assert "| small | dense | Wren |" in table and "| 1 | 0.50x |" in table
+    assert table.count("| dense vs Llama |") == 4 and table.count("| moe vs Qwen3-MoE |") == 4
 
-    results["rows"][0]["wren_train_peak_mb"] = None  # where the OS cannot report a peak
-    assert "| dense vs Llama | train peak MiB | n/a | n/a | not measurable here |" in model_bench.format_table(results)
+
+def test_sides_take_turns_in_alternating_order(model_bench, monkeypatch):
+    order = []
+    monkeypatch.setattr(model_bench, "train_step", lambda model, optimizer, batch: order.append(model.name))
+    variants = {}
+    for name in ("HF", "Wren", "Wren+compile"):
+        variants[name] = torch.nn.Linear(1, 1)
+        variants[name].name = name
+    durations, first_step = model_bench.alternating_steps(variants, model_bench.Sizes(**TINY), "cpu", steps=3, warmup=1)
+    forward, backward = ["HF", "Wren", "Wren+compile"], ["Wren+compile", "Wren", "HF"]
+    assert order == forward + backward + forward + backward
+    assert {name: len(values) for name, values in durations.items()} == dict.fromkeys(variants, 3)
+    assert set(first_step) == set(variants)
+
+
+def test_mfu_counts_flops_without_the_input_embedding_and_inactive_experts(model_bench):
+    from wrenlm import WrenConfig, WrenForCausalLM
+    from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+
+    sizes = model_bench.Sizes(**TINY)
+    dense = WrenForCausalLM(WrenConfig(**tiny_config_kwargs(tie_word_embeddings=False)))
+    params = sum(p.numel() for p in dense.parameters()) - dense.model.embed_tokens.weight.numel()
+    attention = 12 * 2 * 4 * 8 * sizes.seq  # layers x (heads x head_dim) x seq
+    assert model_bench.flops_per_token(dense, sizes) == 6 * params + attention
+    moe = WrenForCausalLM(WrenConfig(**tiny_moe_config_kwargs(tie_word_embeddings=False)))
+    experts = sum(p.numel() for n, p in moe.named_parameters() if ".mlp.experts." in n)
+    total = sum(p.numel() for n, p in moe.named_parameters() if "embed_tokens" not in n)
+    active = total - experts + experts * 2 / 4  # top-2 of 4 experts
+    assert model_bench.flops_per_token(moe, sizes) == pytest.approx(6 * active + 12 * 3 * 4 * 8 * sizes.seq)
+    assert model_bench.peak_flops("cpu", torch.float32, None) is None
+    assert model_bench.peak_flops("cpu", torch.float32, 2.5) == 2.5e12

@@ -62,3 +62,58 @@ def test_static_cache_generation_auto_compiles_on_gpu():
     )
     assert hasattr(model, "_compiled_call")
     assert torch.equal(compiled, expected)
+
+
+def test_training_loss_compiles_on_gpu_by_default_and_matches_plain():
+    from transformers.loss.loss_utils import ForCausalLMLoss
+    from wrenlm.modeling import lm_loss
+
+    assert lm_loss.resolve_loss_implementation("auto", torch.device("cuda")) == "auto-compile"
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 300, 64, device="cuda")
+    weight = torch.randn(1000, 64, device="cuda")
+    labels = torch.randint(0, 1000, (2, 300), device="cuda")
+    grads = []
+    for lean in (True, False):
+        h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+        if lean:
+            loss = chunked_causal_lm_loss(h, w, labels, chunk_size=256)
+        else:
+            loss = ForCausalLMLoss(h @ w.T, labels, 1000)
+        loss.backward()
+        grads.append((loss.detach(), h.grad, w.grad))
+    assert lm_loss._compile_failure is None  # it compiled rather than falling back
+    for lean, plain in zip(*grads):
+        torch.testing.assert_close(lean, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_head_gradient_accumulates_in_fp32_on_gpu():
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 64, 64, device="cuda")
+    weight = torch.randn(512, 64, device="cuda") * 0.1
+    labels = torch.randint(0, 512, (4, 64), device="cuda")
+    results = []
+    for dtype in (torch.float32, torch.bfloat16):
+        # The same bf16 values both times; fp32 is the reference.
+        h = hidden.to(torch.bfloat16).to(dtype).requires_grad_()
+        w = weight.to(torch.bfloat16).to(dtype).requires_grad_()
+        chunked_causal_lm_loss(h, w, labels, chunk_size=4).backward()  # 64 chunks
+        results.append(w.grad.float())
+    expected, got = results
+    assert (got - expected).abs().max() <= 2**-7 * expected.abs().max()
+
+
+def test_training_step_never_synchronises_with_the_host():
+    ids = torch.randint(3, 128, (2, 64), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
+    for kwargs in (tiny_config_kwargs(), tiny_moe_config_kwargs(router_bias_update_rate=0.01)):
+        model = make_model(kwargs).train()
+        if model.config.is_moe:
+            model.set_experts_implementation("grouped_mm")
+        model(ids, labels=ids).loss.backward()  # warm-up: compiles the loss chunk
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model(ids, labels=ids).loss.backward()
+            model.update_router_bias()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

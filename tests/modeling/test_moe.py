@@ -6,8 +6,8 @@ from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss
 
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.modeling.moe import WrenTopKRouter
-from wrenlm.modeling.router_losses import expert_load, load_balancing_loss, router_z_loss
-from wren_testing import tiny_moe_config_kwargs
+from wrenlm.modeling.router_losses import expert_load, load_balancing_loss, router_losses, router_z_loss
+from wren_testing import HostSyncDetector, tiny_moe_config_kwargs
 
 EXPERTS_IMPLEMENTATIONS = ["eager", "batched_mm", "grouped_mm"]
 
@@ -116,7 +116,7 @@ def test_aux_loss_free_bias_steers_selection_but_not_weights():
     torch.nn.init.normal_(router.weight, std=0.02)
     hidden = torch.randn(50, config.hidden_size)
     router.train()
-    _, weights, indices = router(hidden)
+    _, weights, indices, _ = router(hidden)
     load = torch.bincount(indices.flatten(), minlength=config.num_experts).float()
     torch.testing.assert_close(router.expert_load, load)
     router.update_bias()
@@ -126,7 +126,7 @@ def test_aux_loss_free_bias_steers_selection_but_not_weights():
     # A large bias forces an expert into every token's top-k, yet mixing weights stay the
     # (renormalised) router probabilities of the chosen experts.
     router.expert_bias.copy_(torch.tensor([0.0, 0.0, 0.0, 10.0]))
-    logits, weights, indices = router(hidden)
+    logits, weights, indices, _ = router(hidden)
     assert (indices == 3).any(dim=-1).all()
     probs = torch.softmax(logits.float(), -1).gather(-1, indices)
     torch.testing.assert_close(weights, probs / probs.sum(-1, keepdim=True))
@@ -172,9 +172,60 @@ def test_norm_topk_prob(norm_topk_prob):
     torch.manual_seed(0)
     router = WrenTopKRouter(config)
     torch.nn.init.normal_(router.weight)
-    _, weights, _ = router(torch.randn(10, config.hidden_size))
+    _, weights, _, _ = router(torch.randn(10, config.hidden_size))
     sums = weights.sum(-1)
     if norm_topk_prob:
         torch.testing.assert_close(sums, torch.ones(10))
     else:
         assert (sums < 1).all()
+
+
+def test_router_losses_reuse_the_router_softmax_with_logsumexp_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 24, 6, requires_grad=True)
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[0, :2] = 0
+    weights = mask.reshape(-1).float()
+    probs = torch.softmax(logits, -1)  # what each router returns next to its logits
+    indices = torch.topk(probs, 2, dim=-1).indices
+    aux, z = router_losses(tuple(logits), tuple(probs), tuple(indices), 6, attention_mask=mask)
+    torch.testing.assert_close(aux, load_balancing_loss(tuple(logits), tuple(indices), 6, attention_mask=mask))
+    reference_logits = logits.detach().clone().requires_grad_()
+    reference_z = ((torch.logsumexp(reference_logits, -1) ** 2 * weights).sum(-1) / weights.sum()).mean()
+    torch.testing.assert_close(z, reference_z)
+    torch.testing.assert_close(z, router_z_loss(tuple(logits), attention_mask=mask))
+    z.backward()
+    reference_z.backward()
+    torch.testing.assert_close(logits.grad, reference_logits.grad)
+
+
+def test_expert_load_is_computed_only_when_asked_for_in_training():
+    model = make_model().train()
+    ids = random_ids()
+    out = model(ids, labels=ids)
+    assert out.aux_loss is not None and out.expert_load is None
+    logged = model(ids, labels=ids, output_expert_load=True)
+    torch.testing.assert_close(logged.expert_load.sum(-1), torch.ones(logged.expert_load.shape[0]))
+    torch.testing.assert_close(logged.loss, out.loss)
+    # Outside training the router outputs come with it, as before (transformers' MoE outputs unchanged).
+    assert make_model().eval()(ids, output_router_logits=True).expert_load is not None
+
+
+@pytest.mark.parametrize("implementation", ["grouped_mm", "batched_mm"])
+def test_training_step_reads_nothing_back_to_the_host(implementation):
+    """Forward + backward with labels and router losses, and the router-bias update, on CPU tensors: no op that
+    would stall a GPU (the eager experts loop is the exception by design: it asks which experts got tokens)."""
+    model = make_model(router_bias_update_rate=0.01).train()
+    model.set_experts_implementation(implementation)
+    ids = random_ids()
+    with HostSyncDetector() as detector:
+        model(ids, labels=ids).loss.backward()
+        model.update_router_bias()
+    assert detector.seen == []
+
+
+def test_host_sync_detector_sees_a_sync():
+    with HostSyncDetector() as detector:
+        bool(torch.ones(2).sum() > 0)
+        torch.nonzero(torch.ones(2))
+    assert len(detector.seen) == 2

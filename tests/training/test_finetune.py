@@ -177,6 +177,16 @@ def test_labels_cover_only_the_assistant_replies(tokenizer):
     assert row["num_chars"] == len("1 2") + len("naïve café")  # <|im_end|> spells no characters
 
 
+def test_token_ids_outside_the_model_vocabulary_are_listed_before_training(tokenizer):
+    # The model skips its own id check in training steps (a device sync per step): the data is checked here.
+    conversations = [{"messages": chat("Copy: 1", "1")["messages"], "line": 1}, chat("Copy: 2", "2")]
+    rows = ChatEncoder(tokenizer, max_length=512, vocab_size=len(tokenizer)).encode_all(conversations)
+    assert len(rows) == 2
+    small_vocab = max(rows[1]["input_ids"])  # the largest id of the second conversation is out of range
+    with pytest.raises(ValueError, match=rf"example 1: token id {small_vocab} is outside the model's vocabulary"):
+        ChatEncoder(tokenizer, max_length=512, vocab_size=small_vocab).encode_all(conversations)
+
+
 def test_conversations_longer_than_max_length_are_listed_before_training(base_dir, tmp_path):
     data = write_jsonl(
         tmp_path / "long.jsonl", [chat("Copy: 1", "1"), chat("Copy: " + "7 " * 40, "7"), chat("a", "b")]

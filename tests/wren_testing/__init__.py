@@ -30,3 +30,38 @@ def tiny_moe_config_kwargs(**overrides) -> dict:
     )
     values.update(overrides)
     return values
+
+
+class HostSyncDetector:
+    """Records ops that read a device value back to the host (on a GPU, a stall of the CPU until the queue drains).
+
+    Run on CPU tensors it finds what would synchronise on an accelerator: `.item()`, `bool(tensor)`, `int(...)`
+    (all `_local_scalar_dense`), and ops whose output size depends on the data (nonzero, masked_select,
+    bincount, unique, repeat_interleave).
+    """
+
+    SYNCING_OPS = frozenset(
+        {"_local_scalar_dense", "nonzero", "masked_select", "bincount", "unique", "_unique2", "unique_dim",
+         "unique_consecutive", "repeat_interleave"}
+    )  # fmt: skip
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        detector = self
+        self.seen: list[str] = []
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func._schema.name.split("::")[-1] in detector.SYNCING_OPS:
+                    detector.seen.append(str(func))
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+
+    def __enter__(self):
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
