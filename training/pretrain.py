@@ -114,14 +114,16 @@ def default_generation_config(tokenizer):
     )
 
 
-def claim_output_dir(config, accelerator, command: str) -> None:
-    """Mark the (checked) output folder as this command's, and with `resume: never` drop the checkpoints and
-    metrics an earlier run wrote there; files wrenlm did not write, and the tokenizer, stay."""
+def claim_output_dir(config, accelerator, command: str, continued: bool) -> None:
+    """Mark the checked output folder as this command's. With `resume: never` drop the checkpoints and metrics an
+    earlier run wrote there; in a folder that is not `continued` (new, or written into with --force) a metrics
+    file is stale and goes too. Files wrenlm did not write, and the tokenizer, stay."""
     if accelerator.is_main_process:
         output_dir = Path(config.output_dir)
         mark_output_dir(output_dir, command)
         if config.resume == "never":
             CheckpointManager(output_dir / CHECKPOINT_DIR).remove_all()
+        if config.resume == "never" or not continued:
             (output_dir / METRICS_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
@@ -139,14 +141,14 @@ def run_pretraining(
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
-    check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    continued = check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
 
     with accelerator.main_process_first():
         documents = load_documents(
             config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
         )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
-    claim_output_dir(config, accelerator, "pretrain")
+    claim_output_dir(config, accelerator, "pretrain", continued)
     tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
     with accelerator.main_process_first():
         train, validation, stats = build_lm_datasets(splits, tokenizer, config.seq_len)
