@@ -160,9 +160,9 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
 
     config.validate()
     start = time.perf_counter()
-    accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
     continued = check_output_dir(output_dir, "finetune", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    accelerator = accelerator or make_accelerator(config)
 
     # Everything that can be wrong with the data is found before any training (and before touching checkpoints).
     splits = load_chat_splits(

@@ -54,7 +54,7 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
         from wrenlm.tokenization import train_tokenizer
 
         start = time.perf_counter()
-        output_dir.mkdir(parents=True, exist_ok=True)
+        mark_output_dir(output_dir, "pretrain")  # the output folder's first file (checked by run_pretraining)
         with tempfile.TemporaryDirectory(prefix="wren-tokenizer-") as tmp:
             # Only the training split, one file per document, so validation text never shapes the vocabulary.
             for index, text in enumerate(train_texts):
@@ -139,16 +139,15 @@ def run_pretraining(
 
     config.validate()
     start = time.perf_counter()
-    accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
     continued = check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    accelerator = accelerator or make_accelerator(config)
 
     with accelerator.main_process_first():
         documents = load_documents(
             config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
         )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
-    claim_output_dir(config, accelerator, "pretrain", continued)
     tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
     with accelerator.main_process_first():
         train, validation, stats = build_lm_datasets(splits, tokenizer, config.seq_len)
@@ -159,6 +158,7 @@ def run_pretraining(
     set_seed(config.seed)
     model = build_model(config, tokenizer)
     check_sample_prompts(tokenizer, config.sample_prompts, model.config)
+    claim_output_dir(config, accelerator, "pretrain", continued)  # every input checked: the first write
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
