@@ -167,9 +167,9 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
 
     config.validate()
     start = time.perf_counter()
-    accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
-    check_output_dir(output_dir, "finetune", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    continued = check_output_dir(output_dir, "finetune", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    accelerator = accelerator or make_accelerator(config)
 
     # Everything that can be wrong with the data is found before any training (and before touching checkpoints).
     splits = load_chat_splits(
@@ -185,7 +185,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     )
     train_rows = encoder.encode_all(splits["train"], what=config.data)
     eval_rows = encoder.encode_all(splits["eval"], what=config.eval_data or f"{config.data} (held out)")
-    claim_output_dir(config, accelerator, "finetune")
+    claim_output_dir(config, accelerator, "finetune", continued)
 
     # The base stays frozen: an aux-loss-free router-bias update would move it outside the adapter.
     bias_rate = getattr(model.config, "router_bias_update_rate", 0.0)

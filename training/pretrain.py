@@ -54,7 +54,7 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
         from wrenlm.tokenization import train_tokenizer
 
         start = time.perf_counter()
-        output_dir.mkdir(parents=True, exist_ok=True)
+        mark_output_dir(output_dir, "pretrain")  # the output folder's first file (checked by run_pretraining)
         with tempfile.TemporaryDirectory(prefix="wren-tokenizer-") as tmp:
             # Only the training split, one file per document, so validation text never shapes the vocabulary.
             for index, text in enumerate(train_texts):
@@ -125,14 +125,16 @@ def default_generation_config(tokenizer):
     )
 
 
-def claim_output_dir(config, accelerator, command: str) -> None:
-    """Mark the (checked) output folder as this command's, and with `resume: never` drop the checkpoints and
-    metrics an earlier run wrote there; files wrenlm did not write, and the tokenizer, stay."""
+def claim_output_dir(config, accelerator, command: str, continued: bool) -> None:
+    """Mark the checked output folder as this command's. With `resume: never` drop the checkpoints and metrics an
+    earlier run wrote there; in a folder that is not `continued` (new, or written into with --force) a metrics
+    file is stale and goes too. Files wrenlm did not write, and the tokenizer, stay."""
     if accelerator.is_main_process:
         output_dir = Path(config.output_dir)
         mark_output_dir(output_dir, command)
         if config.resume == "never":
             CheckpointManager(output_dir / CHECKPOINT_DIR).remove_all()
+        if config.resume == "never" or not continued:
             (output_dir / METRICS_FILE).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
@@ -150,16 +152,15 @@ def run_pretraining(
     # A bad model setting fails here, not after a tokenizer was trained into the output folder.
     model_config(config)
     start = time.perf_counter()
-    accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
-    check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    continued = check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
+    accelerator = accelerator or make_accelerator(config)
 
     with accelerator.main_process_first():
         documents = load_documents(
             config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
         )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
-    claim_output_dir(config, accelerator, "pretrain")
     tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
     with accelerator.main_process_first():
         train, validation, stats = build_lm_datasets(splits, tokenizer, config.seq_len)
@@ -170,6 +171,7 @@ def run_pretraining(
     set_seed(config.seed)
     model = build_model(config, tokenizer)
     check_sample_prompts(tokenizer, config.sample_prompts, model.config)
+    claim_output_dir(config, accelerator, "pretrain", continued)  # every input checked: the first write
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from wren_testing.training import train_losses
-from wrenlm.training.checkpointing import CheckpointManager, latest_checkpoint, list_checkpoints, read_trainer_state
+from wrenlm.training.checkpointing import (
+    CheckpointManager,
+    latest_checkpoint,
+    leftover_folders,
+    list_checkpoints,
+    read_trainer_state,
+)
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
 
@@ -57,6 +64,48 @@ def test_keep_last_k(tmp_path):
     for step in (1, 2, 3):
         keep_all.save(FakeAccelerator(), step, {"state": {"global_step": step}})
     assert len(list_checkpoints(tmp_path / "all")) == 3
+
+
+def test_a_crash_while_pruning_leaves_no_half_deleted_checkpoint(tmp_path, monkeypatch):
+    manager = CheckpointManager(tmp_path, keep_last=1)
+    manager.save(FakeAccelerator(), 1, {"state": {"global_step": 1}})
+    real_rmtree = shutil.rmtree
+
+    def killed_mid_delete(path, *args, **kwargs):
+        (Path(path) / "model.safetensors").unlink()  # part of the folder is gone when the kill lands
+        raise KeyboardInterrupt("killed while pruning")
+
+    monkeypatch.setattr(shutil, "rmtree", killed_mid_delete)
+    with pytest.raises(KeyboardInterrupt):
+        manager.save(FakeAccelerator(), 2, {"state": {"global_step": 2}})
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    # The pruned checkpoint had left the step-* names before its files went: no step-* folder is half deleted.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-pruned-step-00000001", "step-00000002"]
+    assert manager.remove_leftovers() == [tmp_path / ".tmp-pruned-step-00000001"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000002"]
+
+
+def test_only_what_wrenlm_wrote_counts_as_leftover(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    manager.save(FakeAccelerator(), 5, {"state": {"global_step": 5}})
+    wrenlm_debris = [".tmp-step-00000007", ".tmp-old-step-00000005", ".tmp-pruned-step-00000003", "step-00000004"]
+    for name in wrenlm_debris:
+        (tmp_path / name).mkdir()
+    (tmp_path / "step-00000002").mkdir()  # what an older version's pruning left: Accelerate's files, no state
+    (tmp_path / "step-00000002" / "random_states_0.pkl").write_bytes(b"rng")
+    users = ["step-00000009/my-notes.txt", ".tmp-mine/keep.txt", "notes.txt", "step-00000006/sub/model.safetensors"]
+    for name in users:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("mine")
+    assert leftover_folders(tmp_path) == sorted(tmp_path / name for name in [*wrenlm_debris, "step-00000002"])
+    manager.remove_all()  # `resume: never`
+    assert all((tmp_path / name).read_text() == "mine" for name in users)
+    kept = [".tmp-mine", "notes.txt", "step-00000006", "step-00000009"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    alone = CheckpointManager(tmp_path / "alone")
+    alone.save(FakeAccelerator(), 1, {"state": {"global_step": 1}})
+    alone.remove_all()
+    assert not (tmp_path / "alone").exists()  # nothing else was in it: the checkpoints folder goes too
 
 
 def _run_worker(settings: dict, *extra: str) -> subprocess.CompletedProcess:

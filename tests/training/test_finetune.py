@@ -247,6 +247,24 @@ def test_moe_finetune_trains_the_expert_tensors_and_merges(tokenizer, copy_data,
     )
 
 
+class _FailingFinalEvaluation(TrainerCallback):
+    def on_evaluate(self, trainer, step, metrics):
+        if any(key.startswith("eval_full/") for key in metrics):
+            raise RuntimeError("out of memory in the final evaluation")
+
+
+def test_a_failing_final_evaluation_keeps_the_adapter_and_writes_the_results(base_dir, copy_data, tmp_path):
+    out = tmp_path / "lora"
+    values = settings(base_dir, out, copy_data[0], max_steps=2, eval_every=0, exact_match_examples=0, merge=True)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        finetune(values, callbacks=[_FailingFinalEvaluation()])
+    results = json.loads((out / "finetune_results.json").read_text())
+    assert results["global_step"] == 2 and "eval_loss" not in results
+    assert results["error"] == "final evaluation failed: RuntimeError: out of memory in the final evaluation"
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), out)
+    torch.testing.assert_close(_logits(AutoModelForCausalLM.from_pretrained(out / "merged")), _logits(adapter))
+
+
 class _CrashAfter(TrainerCallback):
     def __init__(self, step):
         self.step = step

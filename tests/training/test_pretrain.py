@@ -177,3 +177,71 @@ def test_resuming_into_a_different_model_is_a_clear_error(tiny_settings):
     pretrain(settings)
     with pytest.raises(ValueError, match="(?s)Cannot resume from .*--resume never"):
         pretrain({**settings, "max_steps": 3, "model": {**settings["model"], "hidden_size": 48}})
+
+
+def test_resume_never_deletes_only_what_wrenlm_wrote(tiny_settings):
+    settings = tiny_settings(max_steps=2, eval_every=0, final_eval=False, save_every=1, keep_last=0)
+    pretrain(settings)
+    out = Path(settings["output_dir"])
+    (out / "checkpoints" / "notes.txt").write_text("mine")
+    (out / "checkpoints" / "step-00000007").mkdir()  # named like a checkpoint, but no trainer_state.json
+    (out / "checkpoints" / "step-00000007" / "mine.txt").write_text("mine")
+    pretrain({**settings, "resume": "never", "max_steps": 1})
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["notes.txt", "step-00000001", "step-00000007"]
+    assert (out / "checkpoints" / "step-00000007" / "mine.txt").read_text() == "mine"
+    assert list(train_losses(out)) == [1]  # the metrics of the first run are gone with it
+
+
+def test_a_folder_wrenlm_did_not_write_needs_force_and_keeps_its_other_files(tiny_settings, tmp_path):
+    from wrenlm.output_dir import OutputFolderError
+
+    out = tmp_path / "o"
+    out.mkdir()
+    theirs = {"config.json": "{}", "metrics.jsonl": "their log\n", "notes.txt": "mine"}
+    for name, text in theirs.items():
+        (out / name).write_text(text)
+    settings = tiny_settings(output_dir=out, max_steps=2, eval_every=0, final_eval=False)
+    with pytest.raises(OutputFolderError, match="was not written by `wren pretrain`"):
+        pretrain(settings)
+    assert {p.name: p.read_text() for p in out.iterdir()} == theirs
+    pretrain(settings, force=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "config.json").read_text())["model_type"] == "wren"  # wrenlm's files replace theirs
+    assert list(train_losses(out)) == [1, 2]  # a fresh metrics file, not appended to theirs
+    assert pretrain({**settings, "max_steps": 3})["global_step"] == 3  # now it is a wren run: continued
+
+
+def test_a_failing_final_evaluation_keeps_the_model_and_writes_the_results(tiny_settings, monkeypatch):
+    from transformers import AutoModelForCausalLM
+    from wrenlm.training.trainer import Trainer
+
+    periodic_evaluate = Trainer.evaluate
+
+    def evaluate(self, step=None, periodic=False, samples=True):
+        if not periodic:
+            raise RuntimeError("out of memory in the final evaluation")
+        return periodic_evaluate(self, step, periodic, samples)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    settings = tiny_settings(max_steps=2, eval_every=1)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        pretrain(settings)
+    out = Path(settings["output_dir"])
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["global_step"] == 2 and "validation_loss" not in results
+    assert results["error"] == "final evaluation failed: RuntimeError: out of memory in the final evaluation"
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "wren"
+
+
+def test_sample_prompts_are_checked_against_the_context_before_training(tiny_settings):
+    settings = tiny_settings(max_steps=2, eval_every=1, model={"max_position_embeddings": 32})
+    too_long = "KING. " * 40
+    with pytest.raises(ValueError, match="Sample prompt 'KING. KING. .*fills the model's context window of 32"):
+        pretrain({**settings, "sample_prompts": ["KING.", too_long]})
+    out = Path(settings["output_dir"])
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()  # nothing was trained
+    # A prompt that fits gets a sample cut at the context window (the model refuses to run past it), at every
+    # evaluation and at the end.
+    results = pretrain({**settings, "sample_prompts": ["KING."], "sample_max_new_tokens": 100})
+    assert results["samples"][0].startswith("KING.")
+    assert [r["step"] for r in read_metrics(out) if "samples/0" in r] == [1, 2]
