@@ -11,11 +11,28 @@ tools behind `wren push` and `wren pull`:
     pull("me/wren-tiny", "downloads/wren-tiny")                     # snapshot_download + check
 """
 
-from .checkpoint_files import CheckpointFileError, check_checkpoint_files
-from .checks import FolderCheck, check_folder
-from .model_card import write_model_card
-from .pull import pull
-from .push import PushResult, push_folder
+import importlib
+
+# Loaded on first use: `import wrenlm` needs only model_hooks (and what it imports), not push/pull/checks.
+_LAZY = {
+    "CheckpointFileError": "checkpoint_files",
+    "check_checkpoint_files": "checkpoint_files",
+    "FolderCheck": "checks",
+    "check_folder": "checks",
+    "write_model_card": "model_card",
+    "pull": "pull",
+    "PushResult": "push",
+    "push_folder": "push",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CheckpointFileError",

@@ -14,8 +14,13 @@ CHILD = """
 import json, sys
 import wrenlm
 from wren_testing import tiny_config_kwargs
+# The model class reaches save/push/card work through wrenlm.hub.model_hooks (and the modules it imports); the rest
+# of the Hub tools (push, pull, folder checks, loading) must stay unloaded.
+SAVE_HOOKS = {"wrenlm.hub", "wrenlm.hub.model_hooks", "wrenlm.hub.code_export", "wrenlm.hub.model_card",
+              "wrenlm.hub.checkpoint_files", "wrenlm.hub.upload"}
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("peft", "datasets", "evaluate", "gradio")
-                or name.startswith(("wrenlm.training", "wrenlm.hub", "wrenlm.demo", "wrenlm.conversion")))
+                or (name.startswith(("wrenlm.training", "wrenlm.hub", "wrenlm.demo", "wrenlm.conversion"))
+                    and name not in SAVE_HOOKS))
 from peft import LoraConfig, get_peft_model
 model = get_peft_model(wrenlm.WrenForCausalLM(wrenlm.WrenConfig(**tiny_config_kwargs())), LoraConfig(task_type="CAUSAL_LM"))
 wrapped = sorted({n.split(".lora_A.")[0].rsplit(".", 1)[1] for n, _ in model.named_parameters() if ".lora_A." in n})
