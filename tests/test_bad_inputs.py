@@ -11,7 +11,7 @@ Rows are the commands, columns the `CASES`. Each cell of `TABLE` is one of:
 * `NotApplicable`: the input kind does not exist for that command; the reason says why.
 
 `test_the_table_has_every_cell` keeps the table complete: a new command or case needs a decision in every cell.
-Cells marked `xfail(strict=True)` wait for a fix on another branch and flip to passing when it is merged.
+A cell may carry `xfail` (strict) while its fix is pending; none does now.
 """
 
 import importlib
@@ -43,7 +43,6 @@ CASES = (
     "existing-output",
     "killed-mid-write",
 )
-ROBUST_A = "fixed on branch robust-a"
 BINARY = bytes(range(256)) * 8  # NUL and every byte that is never valid UTF-8
 LATIN1 = "Café au lait\n".encode("latin-1")  # 0xe9 at byte offset 3
 CUT_UTF8 = "Fair is foul, and foul is fair. Café".encode()[:-1]  # ends inside the 2-byte "é"
@@ -431,10 +430,10 @@ TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
         lambda ws: (pretrain_args(ws, data=ws.file("empty.txt")), "empty.txt"), "holds no non-empty documents"
     ),
     ("pretrain", "binary"): Refused(
-        lambda ws: (pretrain_args(ws, data=ws.file("blob.txt", BINARY)), "blob.txt"), "UTF-8", xfail=ROBUST_A
+        lambda ws: (pretrain_args(ws, data=ws.file("blob.txt", BINARY)), "blob.txt"), "UTF-8"
     ),
     ("pretrain", "non-utf8"): Refused(
-        lambda ws: (pretrain_args(ws, data=ws.file("latin.txt", LATIN1)), "latin.txt"), "UTF-8", xfail=ROBUST_A
+        lambda ws: (pretrain_args(ws, data=ws.file("latin.txt", LATIN1)), "latin.txt"), "UTF-8"
     ),
     ("pretrain", "truncated"): Refused(
         lambda ws: (
@@ -447,7 +446,7 @@ TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
         lambda ws: (pretrain_args(ws, "--set", "max_steps=two"), "max_steps"), "must be an integer, got 'two'"
     ),
     ("pretrain", "typo-key"): Refused(
-        lambda ws: (pretrain_args(ws, "--set", "model.num_hiden_layers=3"), "num_hiden_layers"), "", xfail=ROBUST_A
+        lambda ws: (pretrain_args(ws, "--set", "model.num_hiden_layers=3"), "num_hiden_layers"), ""
     ),
     ("pretrain", "existing-output"): Refused(
         lambda ws: (pretrain_args(ws, out=ws.user_folder().name), "out"), not_empty("pretrain")
@@ -493,9 +492,8 @@ TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
         lambda ws: (eval_args(ws, model_with(ws, config__json=BINARY)), "config.json"), NOT_JSON
     ),
     ("eval", "non-utf8"): Refused(
-        lambda ws: (["--model", ws.assets.model_dir, "--data", ws.file("latin.txt", LATIN1)], "latin.txt"),
+        lambda ws: (["--model", ws.assets.model_dir, "--seq-len", "64", "--data", ws.file("latin.txt", LATIN1)], "latin.txt"),
         "UTF-8",
-        xfail=ROBUST_A,
     ),
     ("eval", "truncated"): Refused(
         lambda ws: (eval_args(ws, model_with(ws, model__safetensors=HALF)), "model.safetensors"), CORRUPT
