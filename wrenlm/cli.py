@@ -25,6 +25,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("wrenlm.training.eval_cli", "evaluate a model (perplexity, bits/char, exact match)"),
     "convert": Command("wrenlm.conversion.cli", "convert Llama/Mistral/Qwen/Mixtral checkpoints to and from Wren"),
     "import": Command("wrenlm.conversion.import_cli", "import a known pretrained model (e.g. smollm2) offline"),
+    "export": Command("wrenlm.conversion.export_cli", "export a Wren model for other runtimes (gguf: llama.cpp)"),
     "chat": Command("wrenlm.demo.cli", "open the Gradio chat demo"),
     "push": Command("wrenlm.hub.cli_push", "push a model or adapter folder to the Hugging Face Hub"),
     "pull": Command("wrenlm.hub.cli_pull", "download a model from the Hugging Face Hub"),
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, PermissionError, StrictDataclassError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, StrictDataclassError) as error:
         # User errors get one clear line; WREN_DEBUG=1 shows the traceback.
         if os.environ.get("WREN_DEBUG"):
             raise
