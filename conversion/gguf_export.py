@@ -28,7 +28,13 @@ from .gguf import require_gguf
 from .state_dict_mapping import reject_router_bias
 
 # Wren's Hugging Face family (config_mapping) -> llama.cpp architecture (`general.architecture`).
-GGUF_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "mixtral": "llama", "qwen3_moe": "qwen3moe"}
+GGUF_ARCHITECTURES = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "mixtral": "llama",
+    "qwen3_moe": "qwen3moe",
+}
 # llama.cpp runs `llama` with interleaved rotary pairs; HF rotates halves, so q/k rows are permuted on export
 # (transformers' GGUF reader permutes them back).
 _INTERLEAVED_ROPE = ("llama",)
@@ -302,9 +308,9 @@ def interleave_rotary_rows(array: np.ndarray, heads: int) -> np.ndarray:
 
 
 __all__ = [
-    "GGUFExport",
     "GGUF_ARCHITECTURES",
     "OUTPUT_TYPES",
+    "GGUFExport",
     "export_gguf",
     "gguf_family",
     "gguf_tensors",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from gguf import GGUFWriter, TokenType
 from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
-from .errors import UnsupportedConversionError
 from ..tokenization.tokenization_wren import WREN_PRETOKENIZE_PATTERN
+from .errors import UnsupportedConversionError
 from .gguf import chat_stop_token_ids
 
 # (kind, add_prefix_space, use_regex): ByteLevel with GPT-2's own split regex, or only mapping bytes after a Split.
@@ -244,5 +244,10 @@ def portable_chat_template(template) -> "str | list[dict] | None":
     return _GENERATION_TAG.sub(replace, template)
 
 
-__all__ = ["GGUFVocabulary", "LLAMA_CPP_PRE_TOKENIZERS", "gguf_vocabulary", "llama_cpp_pre_tokenizer",
-           "portable_chat_template"]
+__all__ = [
+    "LLAMA_CPP_PRE_TOKENIZERS",
+    "GGUFVocabulary",
+    "gguf_vocabulary",
+    "llama_cpp_pre_tokenizer",
+    "portable_chat_template",
+]

@@ -11,10 +11,10 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, trainers
 from tokenizers.models import BPE
 from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
-
 from wren_testing import tiny_config_kwargs
-from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, WrenTokenizer
+
+from wrenlm import WrenConfig, WrenForCausalLM
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. What is the capital of France? Paris is the capital.",
@@ -82,13 +82,19 @@ def bpe_tokenizer(pre: str = "gpt-2", size: int = TOKENIZER_SIZE) -> WrenTokeniz
 
 
 LAYOUTS = {
-    "dense": dict(tie_word_embeddings=False),
-    "qkv_bias": dict(attention_bias=True, attention_output_bias=False),
-    "qk_norm": dict(qk_norm=True, num_attention_heads=2, num_key_value_heads=1, head_dim=128),
-    "qwen3_moe": dict(qk_norm=True, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=768),
-    "mixtral": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=96),
+    "dense": {"tie_word_embeddings": False},
+    "qkv_bias": {"attention_bias": True, "attention_output_bias": False},
+    "qk_norm": {"qk_norm": True, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 128},
+    "qwen3_moe": {"qk_norm": True, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 768},
+    "mixtral": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 96},
 }
-ARCHITECTURES = {"dense": "llama", "qkv_bias": "qwen2", "qk_norm": "qwen3", "qwen3_moe": "qwen3moe", "mixtral": "llama"}
+ARCHITECTURES = {
+    "dense": "llama",
+    "qkv_bias": "qwen2",
+    "qk_norm": "qwen3",
+    "qwen3_moe": "qwen3moe",
+    "mixtral": "llama",
+}
 
 
 def tiny_wren(layout: str = "dense", seed: int = 0, **overrides) -> WrenForCausalLM:

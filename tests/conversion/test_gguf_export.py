@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader, quants
+from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
-
-from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
-from wrenlm.cli import main
 from wrenlm.conversion import UnsupportedConversionError
 from wrenlm.conversion.gguf import convert_gguf_to_wren, gguf_card_metadata, read_gguf_metadata
 from wrenlm.conversion.gguf_export import export_gguf
 from wrenlm.conversion.gguf_vocab import portable_chat_template
 from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE
+
+from wrenlm.cli import main
 
 READABLE_BY_TRANSFORMERS = ("dense", "qkv_bias", "qk_norm", "qwen3_moe")
 _KINDS = {"f16": GGMLQuantizationType.F16, "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}
@@ -80,7 +80,7 @@ def test_f16_bf16_q8_0_files_hold_exactly_the_rounded_wren(checkpoints, tmp_path
     assert result.outtype == outtype and result.f16_fallbacks == ()
     input_ids = _prompt(AutoTokenizer.from_pretrained(checkpoints[layout]))
     torch.testing.assert_close(hf(input_ids).logits, rounded(input_ids).logits, atol=1e-4, rtol=1e-4)
-    options = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
+    options = {"max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
     assert torch.equal(hf.generate(input_ids, **options), rounded.generate(input_ids, **options))
 
 
@@ -100,7 +100,7 @@ def test_tokenizer_from_the_file_gives_the_wren_ids_and_chat_prompts(tmp_path, p
         assert getattr(gguf_tokenizer, name) == getattr(wren_tokenizer, name)
     for messages in CHATS:
         for add_generation_prompt in (True, False):
-            options = dict(add_generation_prompt=add_generation_prompt)
+            options = {"add_generation_prompt": add_generation_prompt}
             expected = wren_tokenizer.apply_chat_template(messages, **options)["input_ids"]
             assert gguf_tokenizer.apply_chat_template(messages, **options)["input_ids"] == expected
 
@@ -139,8 +139,10 @@ def test_chat_template_without_generation_markers_renders_the_same():
     portable.chat_template = template
     for messages in CHATS + [CHATS[1][:3]]:
         for add_generation_prompt in (True, False):
-            options = dict(tokenize=False, add_generation_prompt=add_generation_prompt)
-            assert portable.apply_chat_template(messages, **options) == tokenizer.apply_chat_template(messages, **options)
+            options = {"tokenize": False, "add_generation_prompt": add_generation_prompt}
+            assert portable.apply_chat_template(messages, **options) == tokenizer.apply_chat_template(
+                messages, **options
+            )
 
 
 def test_mixtral_layout_file_holds_every_wren_weight_where_llama_cpp_reads_it(checkpoints, tmp_path):
@@ -153,7 +155,9 @@ def test_mixtral_layout_file_holds_every_wren_weight_where_llama_cpp_reads_it(ch
     assert result.architecture == value["general.architecture"] == "llama"
     assert value["llama.expert_count"] == 4 and value["llama.expert_used_count"] == 2
     assert value["llama.feed_forward_length"] == config.moe_intermediate_size
-    tensors = {tensor.name: np.asarray(tensor.data).reshape(tuple(reversed(tensor.shape))) for tensor in reader.tensors}
+    tensors = {
+        tensor.name: np.asarray(tensor.data).reshape(tuple(reversed(tensor.shape))) for tensor in reader.tensors
+    }
     # transformers' own inverse of llama.cpp's q/k row order, with the head counts it reads from the file.
     unpermute = LlamaTensorProcessor(config={"num_attention_heads": 4, "num_key_value_heads": 2})
     expected_names = {"token_embd.weight", "output_norm.weight"}  # tied: no output.weight
@@ -201,20 +205,25 @@ def test_export_round_trips_through_wrens_own_gguf_import_with_model_card(checkp
 
 
 REFUSALS = {
-    "sliding window": (dict(sliding_window=16), r"sliding_window=16"),
-    "shared experts": (dict(num_shared_experts=1), r"num_shared_experts=1 and mixtral has no shared experts"),
-    "dense layers in qwen3moe": (dict(qk_norm=True, first_k_dense_layers=1, num_hidden_layers=3), r"dense layers"),
-    "unnormalised top-k": (dict(qk_norm=True, norm_topk_prob=False), r"norm_topk_prob=False"),
-    "activation": (dict(hidden_act="gelu"), r"hidden_act='gelu'"),
-    "rope type": (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}), r"rope_type='yarn'"),
-    "o_proj bias in qwen3": (dict(qk_norm=True, attention_bias=True), r"no o_proj bias"),
+    "sliding window": ({"sliding_window": 16}, r"sliding_window=16"),
+    "shared experts": ({"num_shared_experts": 1}, r"num_shared_experts=1 and mixtral has no shared experts"),
+    "dense layers in qwen3moe": (
+        {"qk_norm": True, "first_k_dense_layers": 1, "num_hidden_layers": 3},
+        r"dense layers",
+    ),
+    "unnormalised top-k": ({"qk_norm": True, "norm_topk_prob": False}, r"norm_topk_prob=False"),
+    "activation": ({"hidden_act": "gelu"}, r"hidden_act='gelu'"),
+    "rope type": ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}}, r"rope_type='yarn'"),
+    "o_proj bias in qwen3": ({"qk_norm": True, "attention_bias": True}, r"no o_proj bias"),
 }
 
 
 @pytest.mark.parametrize("feature", REFUSALS)
 def test_features_llama_cpp_lacks_are_refused_in_one_line_naming_them(tmp_path, capsys, feature):
     overrides, pattern = REFUSALS[feature]
-    layout = "mixtral" if {"num_shared_experts", "first_k_dense_layers", "norm_topk_prob"} & set(overrides) else "dense"
+    layout = (
+        "mixtral" if {"num_shared_experts", "first_k_dense_layers", "norm_topk_prob"} & set(overrides) else "dense"
+    )
     folder = save_tiny_wren(tmp_path / "wren", layout, **overrides)
     out = tmp_path / "model.gguf"
     capsys.readouterr()  # what building the checkpoint printed
