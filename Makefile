@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # own configuration decides (plain PyPI gives the CUDA build on Linux). Used when .venv is created.
 TORCH_INDEX ?=
 
-.PHONY: install lint format chromium test test-package test-slow test-smollm2 demo bench clean
+.PHONY: install lint format chromium llama-cpp test test-package test-slow test-smollm2 test-llama-cpp demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,24 @@ test-package: $(STAMP)
 test-smollm2: $(STAMP) chromium
 	$(BIN)/python -m pytest --timeout 900 -m slow tests/conversion/test_import_smollm2.py tests/demo/test_browser_smollm2.py $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+# llama.cpp for the GGUF export tests: llama-cpp-python has no wheel for this platform on PyPI, so its sdist is
+# built once (about 35 minutes on 2 busy cores, CMAKE_BUILD_PARALLEL_LEVEL=2) into the ignored .whl/ folder and
+# the cached wheel is installed from there afterwards.
+LLAMA_CPP_VERSION ?= 0.3.36
+llama-cpp: $(STAMP)
+	@ls .whl/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+		mkdir -p .whl && start=$$(date +%s) && \
+		CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/python -m pip wheel -q --no-deps --no-binary llama-cpp-python \
+			-w .whl llama-cpp-python==$(LLAMA_CPP_VERSION) && \
+		echo "built llama-cpp-python $(LLAMA_CPP_VERSION) in $$(( $$(date +%s) - start )) s"; }
+	$(BIN)/python -m pip install -q --no-deps .whl/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+	$(BIN)/python -m pip install -q -c constraints.txt diskcache
+
+# llama.cpp runs exported GGUF files: tiny Wrens of every layout, and SmolLM2-135M-Instruct's chat answers.
+test-llama-cpp: llama-cpp
+	$(BIN)/python -m pytest --timeout 1800 -m slow tests/conversion/test_gguf_llama_cpp.py $(PYTEST_ARGS)
+
+test-slow: $(STAMP) llama-cpp
 	$(BIN)/python -m pytest --timeout 3600 -m slow $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -37,7 +37,7 @@ class GGUFFileError(ValueError):
 def require_gguf() -> None:
     if not is_gguf_available():
         raise GGUFPackageMissingError(
-            f"Reading GGUF files needs the `gguf` package ({GGUF_REQUIREMENT}); install it with "
+            f"GGUF support needs the `gguf` package ({GGUF_REQUIREMENT}); install it with "
             f"`pip install 'wrenlm[gguf]'` (or `pip install '{GGUF_REQUIREMENT}'`).",
             name="gguf",
         )

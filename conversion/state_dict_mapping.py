@@ -35,18 +35,21 @@ def state_dict_to_wren(state_dict: dict[str, torch.Tensor], expected: dict[str, 
 
 def state_dict_from_wren(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Size], target: str) -> dict:
     """Wren weights -> weights of the HF family `target`; refuses a non-zero router selection bias."""
-    mapped = {}
+    reject_router_bias(state_dict, target)
+    mapped = {name: tensor for name, tensor in state_dict.items() if not _ROUTER_BIAS.match(name)}
+    return _match(mapped, expected, target)
+
+
+def reject_router_bias(state_dict: dict[str, torch.Tensor], target: str) -> None:
+    """Refuse Wren weights whose routers carry a selection bias, which `target`'s routers do not have."""
     for name, tensor in state_dict.items():
         match = _ROUTER_BIAS.match(name)
-        if match is None:
-            mapped[name] = tensor
-        elif torch.count_nonzero(tensor).item():
+        if match is not None and torch.count_nonzero(tensor).item():
             raise UnsupportedConversionError(
                 f"Cannot convert to {target}: layer {match.group(1)}'s router has a non-zero `expert_bias` "
                 f"(aux-loss-free balancing, router_bias_update_rate); {target}'s router has no selection bias, "
                 "so tokens would be routed to different experts."
             )
-    return _match(mapped, expected, target)
 
 
 def _match(state_dict: dict, expected: dict[str, torch.Size], target: str) -> dict:
@@ -90,4 +93,4 @@ def _match(state_dict: dict, expected: dict[str, torch.Size], target: str) -> di
     return {name: state_dict[name] for name in expected}
 
 
-__all__ = ["expected_shapes", "state_dict_from_wren", "state_dict_to_wren"]
+__all__ = ["expected_shapes", "reject_router_bias", "state_dict_from_wren", "state_dict_to_wren"]

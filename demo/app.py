@@ -1,16 +1,16 @@
 """The Gradio app: a chat tab (ChatInterface, streaming, chat template) and a raw-completion tab for base models.
 
-Model output is shown as plain text. Gradio's chatbot treats message content as HTML even without Markdown (and
-its sanitizer would silently delete tags), so replies are HTML-escaped before they reach it and unescaped when
-the history comes back; a model that writes `<img src=x onerror=...>` shows those characters. Completions go to
-a Textbox, which always shows text.
+Chat replies are rendered as Markdown on the server (`rendering.reply_html`: bold, lists, headings, tables,
+highlighted code) and anything the model writes as HTML is shown as characters, so a model that writes
+`<img src=x onerror=...>` or `<script>` shows that text and nothing runs. The chatbot gets that HTML with its own
+Markdown off and Gradio's sanitizer on; the history it hands back is turned into what the model wrote
+(`reply_text`). Completions go to a Textbox, which always shows text.
 """
-
-import html
 
 import gradio as gr
 
 from .generation import SamplingSettings, context_length, fit_to_context, stream_generate
+from .rendering import reply_html, reply_text
 
 DEFAULT_SYSTEM_PROMPT = ""
 NOTICE_TITLE = "Prompt truncated"
@@ -49,12 +49,12 @@ class ChatApp:
             if isinstance(content, list):  # Gradio may hand back text as a list of parts
                 content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
             if turn["role"] == "assistant":
-                content = html.unescape(content)  # replies were escaped for display
+                content = reply_text(content)  # replies were rendered for display
             messages.append({"role": turn["role"], "content": content})
         return [*messages, {"role": "user", "content": message}]
 
     def respond(self, message, history, system_prompt, temperature, top_p, top_k, max_new_tokens):
-        """ChatInterface callback: yields the growing reply, HTML-escaped (after a notice if the prompt was cut)."""
+        """ChatInterface callback: yields the growing reply as chat HTML (after a notice if the prompt was cut)."""
         if not self.tokenizer.chat_template:
             raise gr.Error("This tokenizer has no chat template: use the Raw completion tab.")
         messages = self._messages(message, history, system_prompt)
@@ -65,7 +65,7 @@ class ChatApp:
         yielded = False
         for text in stream_generate(self.model, self.tokenizer, ids, settings):
             yielded = True
-            text = html.escape(text)
+            text = reply_html(text)
             yield [notice_message, text] if notice else text
         if not yielded:
             yield [notice_message, ""] if notice else ""
@@ -95,6 +95,7 @@ def build_demo(
     with gr.Blocks(title="Wren chat") as demo:
         gr.Markdown(f"## Wren chat\nModel: `{label}` · context {app.context} tokens")
         with gr.Tab("Chat"):
+            # Replies arrive as HTML rendered by reply_html; the browser-side sanitizer stays on as a second guard.
             chatbot = gr.Chatbot(
                 render_markdown=False, sanitize_html=True, allow_tags=False, height=460, label="Conversation"
             )

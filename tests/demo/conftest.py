@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from wren_testing.demo import REPLY_PIECES, CountingStreamer, scripted_model
+from wren_testing.demo import MARKDOWN_PIECES, REPLY_PIECES, CountingStreamer, scripted_model
 from wrenlm.tokenization import WrenTokenizer
 
 CHROMIUM = os.environ.get("WREN_CHROMIUM", "/usr/bin/chromium")
@@ -36,13 +36,18 @@ def browser():
 @pytest.fixture(scope="session")
 def chat_tokenizer():
     tokenizer = WrenTokenizer()
-    tokenizer.add_tokens(REPLY_PIECES)
+    tokenizer.add_tokens(REPLY_PIECES + MARKDOWN_PIECES)
     return tokenizer
 
 
 @pytest.fixture(scope="session")
 def reply_model(chat_tokenizer):
     return scripted_model(chat_tokenizer, REPLY_PIECES)
+
+
+@pytest.fixture(scope="session")
+def markdown_model(chat_tokenizer):
+    return scripted_model(chat_tokenizer, MARKDOWN_PIECES)
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
-from wren_testing.demo import SHOWN_REPLY, generation_threads, scripted_model, wait_until
+from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, scripted_model, wait_until
 from peft import LoraConfig, get_peft_model
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR
 from wrenlm.demo import ChatApp, SamplingSettings, default_model, fit_to_context, load_chat_model, stream_generate
 from wrenlm.demo.app import NOTICE_TITLE
+from wrenlm.demo.rendering import reply_html, reply_text
 from wrenlm.tokenization import WrenTokenizer
 from wrenlm.tokenization.special_tokens import stop_token_ids
 from wrenlm.training.defaults import DEFAULT_OUTPUT_DIR
@@ -23,9 +24,11 @@ def _chat(app, message="Hail!", history=(), system="", temperature=0.0, max_new_
 
 def test_reply_streams_cumulative_text_to_the_scripted_answer(reply_model, chat_tokenizer):
     outputs = _chat(ChatApp(reply_model, chat_tokenizer))
-    assert outputs[-1] == SHOWN_REPLY and "&lt;img src=x" in SHOWN_REPLY  # escaped for the HTML chatbot
+    assert outputs[-1] == SHOWN_REPLY and "&lt;img src=x" in SHOWN_REPLY  # the model's HTML as characters
     assert len(outputs) > 3  # streamed, not one final message
-    assert all(later.startswith(earlier) for earlier, later in zip(outputs, outputs[1:], strict=False))
+    texts = [reply_text(output) for output in outputs]
+    assert texts[-1] == REPLY
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:], strict=False))
     assert not generation_threads()
 
 
@@ -47,13 +50,13 @@ def test_prompt_uses_the_chat_template_history_and_system_prompt(reply_model, ch
     history = [
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "notice text", "metadata": {"title": NOTICE_TITLE}},
-        {"role": "assistant", "content": [{"type": "text", "text": "an &lt;b&gt;answer&lt;/b&gt;"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": reply_html("an <b>**answer**</b> &amp;")}]},
     ]
     messages = app._messages("second", history, "Be brief.")
     assert messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "first"},
-        {"role": "assistant", "content": "an <b>answer</b>"},  # what the model wrote, unescaped again
+        {"role": "assistant", "content": "an <b>**answer**</b> &amp;"},  # exactly what the model wrote
         {"role": "user", "content": "second"},
     ]
     prompt = chat_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -86,9 +89,9 @@ def test_long_prompts_are_cut_from_the_left_with_a_visible_notice(chat_tokenizer
     notice, reply = outputs[-1]
     assert isinstance(notice, gr.ChatMessage) and notice.metadata["title"] == NOTICE_TITLE
     assert "48-token context" in notice.content and "oldest" in notice.content
-    assert reply == "Good morrow"
+    assert reply == reply_html("Good morrow")
     # A short conversation gets no notice.
-    assert _chat(app, message="hi", max_new_tokens=8)[-1] == "Good morrow"
+    assert _chat(app, message="hi", max_new_tokens=8)[-1] == reply_html("Good morrow")
 
 
 def test_fit_to_context_keeps_the_newest_tokens():

@@ -6,7 +6,7 @@
 from pathlib import Path
 
 import pytest
-from wren_testing.demo import REPLY, generation_threads, wait_until
+from wren_testing.demo import MARKDOWN_REPLY, REPLY, generation_threads, wait_until
 from wrenlm.demo import SamplingSettings
 
 pytestmark = pytest.mark.browser
@@ -51,6 +51,36 @@ def test_typed_message_gets_a_streamed_plain_text_answer(browser, launch, reply_
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "chat-demo.png"))
+    page.close()
+
+
+def test_markdown_renders_and_the_models_html_stays_inert_text(browser, launch, markdown_model, chat_tokenizer):
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(launch(markdown_model, chat_tokenizer))
+    page.wait_for_selector("textarea")
+    page.on("dialog", lambda dialog: pytest.fail(f"model output ran script: {dialog.message}"))
+    _send(page, "Show me Markdown")
+
+    bot = page.locator('[data-testid="bot"]').last
+    bot.wait_for()
+    assert wait_until(lambda: "window.__pwned=2</script>" in bot.inner_text(), timeout=30), bot.inner_text()
+    assert wait_until(lambda: not generation_threads(), timeout=30)
+    assert bot.locator("h2").inner_text() == "Plan"
+    assert bot.locator("strong").inner_text() == "Bold"
+    assert bot.locator("li").all_inner_texts() == ["one", "two"]
+    code = bot.locator("pre code")
+    assert code.inner_text().strip() == "def f(x):\n    return x < 2"
+    assert code.locator("span[style]").count() > 3  # highlighted
+    assert bot.locator("table td").all_inner_texts() == ["1", "2"]
+    # The model's HTML is shown as the characters it wrote, and never becomes an element or runs.
+    shown = bot.inner_text()
+    assert 'Raw: <img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>' in shown
+    assert bot.locator("img").count() == 0 and bot.locator("script").count() == 0
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert MARKDOWN_REPLY.startswith("## Plan")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-demo-markdown.png"))
     page.close()
 
 

@@ -6,13 +6,13 @@ token's embedding is its own one-hot "slot", and the LM head maps slot i to the 
 Any other input token maps to the first piece. So the reply is known in advance and streams token by token.
 """
 
-import html
 import threading
 import time
 
 import torch
 from transformers import TextIteratorStreamer
 from wrenlm.demo.generation import GENERATION_THREAD_NAME
+from wrenlm.demo.rendering import reply_html
 
 import wrenlm
 from wren_testing import tiny_config_kwargs
@@ -34,7 +34,26 @@ REPLY_PIECES = [
     "?",
 ]
 REPLY = "".join(REPLY_PIECES)
-SHOWN_REPLY = html.escape(REPLY)  # what the chat callback returns: escaped for the HTML chatbot
+# A Markdown reply with raw HTML that would run script if it were rendered as HTML (pieces distinct: each is
+# one link of the scripted chain).
+MARKDOWN_PIECES = [
+    "## Plan\n\n",
+    "**Bold**",
+    " move:\n\n",
+    "- one\n",
+    "- two\n\n",
+    "```python\n",
+    "def f(x):\n",
+    "    return x < 2\n",
+    "```\n\n",
+    "| a | b |\n",
+    "|---|---|\n",
+    "| 1 | 2 |\n\n",
+    'Raw: <img src=x onerror="window.__pwned=1">',
+    " <script>window.__pwned=2</script>",
+]
+MARKDOWN_REPLY = "".join(MARKDOWN_PIECES)
+SHOWN_REPLY = reply_html(REPLY)  # what the chat callback returns: HTML for the chatbot, the <img> as characters
 
 
 def scripted_model(tokenizer, pieces: list[str], *, loop: bool = False, context: int = 256):
