@@ -18,6 +18,7 @@ from gguf import GGMLQuantizationType, GGUFReader, quants
 from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+from wrenlm.hub import write_model_card
 from wrenlm.conversion import UnsupportedConversionError
 from wrenlm.conversion.gguf import convert_gguf_to_wren, gguf_card_metadata, read_gguf_metadata
 from wrenlm.conversion.gguf_export import export_gguf
@@ -188,8 +189,9 @@ def test_mixtral_layout_file_holds_every_wren_weight_where_llama_cpp_reads_it(ch
 def test_export_round_trips_through_wrens_own_gguf_import_with_model_card(checkpoints, tmp_path):
     folder = tmp_path / "wren"
     wren = AutoModelForCausalLM.from_pretrained(checkpoints["qk_norm"])
-    wren.card_metadata = {"license": "apache-2.0", "base_model": "someone/tiny-model"}
     wren.save_pretrained(folder)
+    card = {"license": "apache-2.0", "base_model": "someone/tiny-model"}
+    write_model_card(folder, wren.config.to_dict(), metadata=card)
     bpe_tokenizer().save_pretrained(folder)
     path = tmp_path / "model.gguf"
     export_gguf(folder, path, outtype="f32")

@@ -5,6 +5,8 @@ import time
 from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, wait_until
 from gradio_client import Client
 
+from wrenlm.demo.rendering import reply_text
+
 CHAT_SETTINGS = ("", 0.0, 0.95, 50)  # system prompt, temperature, top-p, top-k
 
 
@@ -14,7 +16,9 @@ def test_chat_and_completion_stream_through_the_queue(launch, reply_model, chat_
     assert job.result(timeout=60) == SHOWN_REPLY
     streamed = [output for output in job.outputs() if output]
     assert len(streamed) > 3 and streamed[-1] == SHOWN_REPLY
-    assert all(later.startswith(earlier) for earlier, later in zip(streamed, streamed[1:], strict=False))
+    # Each update is the whole reply so far, rendered; the text it carries grows token by token.
+    texts = [reply_text(output) for output in streamed]
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:], strict=False))
 
     completion, notice = client.predict("Once upon a time", 0.0, 0.95, 50, 64, api_name="/complete")
     assert completion == REPLY and notice == ""
