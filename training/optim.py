@@ -247,6 +247,13 @@ def build_optimizer(model_or_groups, config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, **_adamw_options(config, [p for g in groups for p in g["params"]]))
 
 
+def describe_optimizer(config) -> str:
+    """One line for the run's summary, e.g. `Muon (peak LR 0.02) + AdamW (peak LR 0.002)`."""
+    if config.optimizer == "muon":
+        return f"Muon (peak LR {config.muon_learning_rate:g}) + AdamW (peak LR {config.learning_rate:g})"
+    return f"AdamW (peak LR {config.learning_rate:g})"
+
+
 def warmup_steps(config) -> int:
     """`warmup_steps` when set, else `warmup_fraction` of `max_steps` (rounded)."""
     if config.warmup_steps is not None:
@@ -286,6 +293,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "check_optimizer_engine",
+    "describe_optimizer",
     "muon_groups",
     "parameter_groups",
     "warmup_steps",

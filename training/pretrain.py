@@ -23,6 +23,7 @@ from .checkpointing import CHECKPOINT_DIR, CheckpointManager
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
 from .moe import moe_callbacks
+from .optim import describe_optimizer
 from .tracking import METRICS_FILE
 from .trainer import Trainer
 from .validation import check_sample_prompts, generate_text
@@ -195,7 +196,8 @@ def run_pretraining(
         f"Model: {config.preset} with {num_params / 1e6:.2f}M parameters; {accelerator.num_processes} process(es) on "
         f"{accelerator.device}, mixed precision {accelerator.mixed_precision}.\n"
         f"Training {config.max_steps} steps x {trainer.global_batch_size} sequences ({tokens_per_step:,} tokens/step, "
-        f"{config.max_steps * tokens_per_step / max(stats['train_tokens'], 1):.2f} epochs).",
+        f"{config.max_steps * tokens_per_step / max(stats['train_tokens'], 1):.2f} epochs) with "
+        f"{describe_optimizer(config)}, {config.lr_schedule} schedule.",
     )
     state = trainer.train()
     # Saved before the final evaluation and samples, so a failure there never loses the trained model.
