@@ -19,7 +19,10 @@ from .callbacks import TrainerCallback
 from .checkpointing import CHECKPOINT_DIR
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
+from .engine_check import planned_engine
+from .fsdp import is_fsdp2_model
 from .moe import moe_callbacks
+from .nodes import NodeLayout, check_sharded_checkpoints
 from .tracking import METRICS_FILE
 from .trainer import Trainer
 from .validation import generate_text
@@ -28,6 +31,14 @@ logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "train_results.json"
 CONFIG_FILE = "training_config.yaml"
+# What `save_pretrained` of a Wren tokenizer may write (copied to the other nodes when their folders are not shared).
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenization_wren.py",
+]
 
 
 def _say(accelerator, message: str) -> None:
@@ -37,8 +48,11 @@ def _say(accelerator, message: str) -> None:
         tqdm.write(message)
 
 
-def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
-    """`config.tokenizer` if given; else the tokenizer already in the output dir; else train one there."""
+def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator, layout: NodeLayout | None = None):
+    """`config.tokenizer` if given; else the tokenizer already in the output dir; else train one there.
+
+    The main process decides (reuse or train); on several nodes without a shared output folder its files are
+    copied into every node's folder, so each node reads its own copy."""
     from transformers import AutoTokenizer
 
     import wrenlm  # noqa: F401  (registers the Wren Auto classes)
@@ -46,7 +60,12 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
     if config.tokenizer:
         return AutoTokenizer.from_pretrained(config.tokenizer)
     output_dir = Path(config.output_dir)
-    if (output_dir / "tokenizer.json").exists():
+    layout = layout or NodeLayout.detect(accelerator, output_dir)
+    reuse = [(output_dir / "tokenizer.json").exists()]
+    if accelerator.num_processes > 1:
+        torch.distributed.broadcast_object_list(reuse, src=0)  # the main process' folder decides
+    if reuse[0]:
+        layout.copy_to_nodes(output_dir, TOKENIZER_FILES)
         tokenizer = AutoTokenizer.from_pretrained(output_dir)
         _say(accelerator, f"Reusing the tokenizer in {output_dir} (vocabulary {len(tokenizer)}).")
         return tokenizer
@@ -71,6 +90,7 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
             f"Trained a byte-level BPE tokenizer (vocabulary {len(tokenizer)}) in {time.perf_counter() - start:.1f}s.",
         )
     accelerator.wait_for_everyone()
+    layout.copy_to_nodes(output_dir, TOKENIZER_FILES)
     return AutoTokenizer.from_pretrained(output_dir)
 
 
@@ -114,9 +134,9 @@ def default_generation_config(tokenizer):
     )
 
 
-def _start_over(config: PretrainConfig, accelerator) -> None:
+def _start_over(config: PretrainConfig, accelerator, layout: NodeLayout) -> None:
     """`resume: never`: drop the old checkpoints and metrics of this output dir (the tokenizer stays)."""
-    if accelerator.is_main_process:
+    if layout.is_writer:
         output_dir = Path(config.output_dir)
         shutil.rmtree(output_dir / CHECKPOINT_DIR, ignore_errors=True)
         (output_dir / METRICS_FILE).unlink(missing_ok=True)
@@ -132,16 +152,19 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
+    layout = NodeLayout.detect(accelerator, output_dir)
+    check_sharded_checkpoints(layout, planned_engine(accelerator), output_dir)
     if config.resume == "never":
-        _start_over(config, accelerator)
+        _start_over(config, accelerator, layout)
 
-    with accelerator.main_process_first():
+    # Each node's writer first (downloads, dataset caches), then the processes that read what it made.
+    with layout.writer_first():
         documents = load_documents(
             config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
         )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
-    tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
-    with accelerator.main_process_first():
+    tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator, layout)
+    with layout.writer_first():
         train, validation, stats = build_lm_datasets(splits, tokenizer, config.seq_len)
     periodic = None
     if config.eval_blocks and config.eval_blocks < len(validation):
@@ -162,6 +185,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         periodic_eval_dataset=periodic,
         callbacks=[*moe_callbacks(model), *callbacks],
         accelerator=accelerator,
+        node_layout=layout,
     )
     num_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = trainer.global_batch_size * config.seq_len
@@ -180,7 +204,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
     trainer.save_model(output_dir, tokenizer=tokenizer, generation_config=generation_config)
 
     samples = []
-    if accelerator.is_main_process and config.sample_prompts:
+    # FSDP-sharded weights: every process runs the generation with the main one (each forward gathers them).
+    if (accelerator.is_main_process or is_fsdp2_model(trainer.unwrapped_model)) and config.sample_prompts:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             samples = generate_text(
@@ -197,6 +222,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         "epochs": state.global_step * tokens_per_step / max(stats["train_tokens"], 1),
         "num_parameters": num_params,
         "num_processes": accelerator.num_processes,
+        "engine": trainer.engine,
         "train_seconds": state.elapsed_s,
         "total_seconds": time.perf_counter() - start,
         **{k.replace("eval_full/", "validation_"): v for k, v in metrics.items()},
