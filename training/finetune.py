@@ -20,7 +20,10 @@ from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
 from .config import TrainingConfig, config_to_dict
 from .defaults import DEFAULT_OUTPUT_DIR
+from .engine_check import planned_engine
+from .fsdp import full_state_dict, is_fsdp2_model
 from .moe import moe_callbacks
+from .nodes import NodeLayout, check_sharded_checkpoints
 from .trainer import Trainer
 
 DEFAULT_FINETUNE_OUTPUT_DIR = "runs/wren-lora"
@@ -98,12 +101,14 @@ class ExactMatchCallback(TrainerCallback):
         from .evaluation import score_exact_match
 
         acc = trainer.accelerator
-        if acc.is_main_process:
-            model = trainer.unwrapped_model
+        model = trainer.unwrapped_model
+        # FSDP-sharded weights: every process generates alongside the main one (each forward gathers them).
+        if acc.is_main_process or is_fsdp2_model(model):
             was_training = model.training
             model.eval()
             scored = score_exact_match(model, self.tokenizer, self.conversations, self.batch_size, self.max_new_tokens)
             model.train(was_training)
+        if acc.is_main_process:
             prefix = "eval_full/" if any(key.startswith("eval_full/") for key in metrics) else "eval/"
             self.last = {"exact_match": scored["exact_match"], "exact_match_examples": scored["examples"]}
             trainer.log({f"{prefix}exact_match": scored["exact_match"]}, step)
@@ -158,6 +163,8 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     start = time.perf_counter()
     accelerator = accelerator or make_accelerator(config)
     output_dir = Path(config.output_dir)
+    layout = NodeLayout.detect(accelerator, output_dir)
+    check_sharded_checkpoints(layout, planned_engine(accelerator), output_dir)
 
     # Everything that can be wrong with the data is found before any training (and before touching checkpoints).
     splits = load_chat_splits(
@@ -172,7 +179,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     train_rows = encoder.encode_all(splits["train"], what=config.data)
     eval_rows = encoder.encode_all(splits["eval"], what=config.eval_data or f"{config.data} (held out)")
     if config.resume == "never":
-        _start_over(config, accelerator)
+        _start_over(config, accelerator, layout)
 
     # The base stays frozen: an aux-loss-free router-bias update would move it outside the adapter.
     bias_rate = getattr(model.config, "router_bias_update_rate", 0.0)
@@ -215,6 +222,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         periodic_eval_dataset=periodic,
         accelerator=accelerator,
         run_name="wren-finetune",
+        node_layout=layout,
     )
     _say(
         accelerator,
@@ -239,15 +247,24 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         "trainable_parameters": trainable,
         "num_parameters": total,
         "num_processes": accelerator.num_processes,
+        "engine": trainer.engine,
         "train_seconds": state.elapsed_s,
         **{k.replace("eval_full/", "eval_"): v for k, v in metrics.items()},
         **({f"eval_{k}": v for k, v in exact_match.last.items()} if exact_match else {}),
     }
+    adapter_model = trainer.unwrapped_model
+    sharded = is_fsdp2_model(adapter_model)
+    # FSDP2: the adapter's shards are gathered (every process takes part); merging needs whole weights, so the
+    # main process merges the saved adapter into a fresh copy of the base model.
+    adapter_state = full_state_dict(adapter_model, trainable_only=True) if sharded else None
     if accelerator.is_main_process:
-        adapter_model = trainer.unwrapped_model
-        adapter_model.save_pretrained(output_dir)
+        adapter_model.save_pretrained(output_dir, state_dict=adapter_state)
         tokenizer.save_pretrained(output_dir)
         if config.merge:
+            if sharded:
+                from peft import PeftModel
+
+                adapter_model = PeftModel.from_pretrained(load_base(config.base_model)[0], output_dir)
             merged = adapter_model.merge_and_unload()
             merged.config.router_bias_update_rate = bias_rate
             merged.save_pretrained(output_dir / MERGED_DIR)
