@@ -10,7 +10,7 @@ import os
 import torch
 
 from .config import TrainingConfig
-from .engine_check import check_engine, planned_engine, requested_engine
+from .engine_check import check_engine, check_request, planned_engine, requested_engine
 
 
 def resolve_mixed_precision(setting: str) -> str | None:
@@ -47,6 +47,8 @@ def make_accelerator(config: TrainingConfig, **kwargs):
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
+    request = requested_engine()
+    check_request(request)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
@@ -68,7 +70,7 @@ def make_accelerator(config: TrainingConfig, **kwargs):
         **kwargs,
     )
     # A launch that asked for FSDP/ZeRO/DDP and would run something weaker stops here, before any work.
-    check_engine(requested_engine(), planned_engine(accelerator))
+    check_engine(request, planned_engine(accelerator))
     return accelerator
 
 

@@ -1,6 +1,7 @@
 """Which distributed engine a launch asks for, which one actually runs, and a hard stop when they differ.
 
     request = requested_engine()                          # from `accelerate launch`'s environment (its config file)
+    check_request(request)                                # engines wren cannot run at all (FSDP1)
     check_engine(request, planned_engine(accelerator))    # at start, before any data is read
     check_engine(request, running_engine(accelerator, prepared_model))   # after `prepare`, from the engine's objects
     report = engine_report(accelerator, model, optimizer)  # per-rank parameter / optimizer bytes, for the run log
@@ -137,7 +138,7 @@ def _reason(request: EngineRequest, actual: str) -> str:
             f"the launcher started {request.world_size} processes but Accelerate sees one, so each would train "
             "alone on all the data (on a CPU-only machine Accelerate needs its CPU switch to form a gloo group)"
         )
-    if request.engine == "fsdp1":
+    if "fsdp1" in (request.engine, actual):
         return "wren shards with FSDP2 (per-parameter DTensor sharding); FSDP1 is not supported"
     if actual == "ddp" and request.engine in SHARDED_ENGINES:
         return (
@@ -152,18 +153,28 @@ def how_to_run(engine: str) -> str:
     return HOW_TO_RUN.get("zero" if engine.startswith("zero") else engine, HOW_TO_RUN["ddp"])
 
 
+def check_request(request: EngineRequest) -> None:
+    """Refuse a request wren cannot serve at all, before an Accelerator is built for it (FSDP1: Accelerate's FSDP1
+    plugin itself fails on a machine without a GPU)."""
+    if request.engine == "fsdp1":
+        check_engine(request, "fsdp1")
+
+
 def check_engine(request: EngineRequest, actual: str) -> None:
-    """Raise `EngineMismatchError` when `actual` is weaker than what `request` asked for.
+    """Raise `EngineMismatchError` when `actual` is weaker than what `request` asked for (or is FSDP1).
 
     A single process satisfies any request of a one-process launch (there is nothing to shard), and a sharded
     engine satisfies a request for plain data parallelism."""
-    if actual == request.engine or (actual == "single" and request.world_size <= 1):
-        return
-    if request.engine in ("single", "ddp") and actual in ("ddp", *SHARDED_ENGINES):
-        return
+    unsupported = "fsdp1" in (request.engine, actual)
+    if not unsupported:
+        if actual == request.engine or (actual == "single" and request.world_size <= 1):
+            return
+        if request.engine in ("single", "ddp") and actual in ("ddp", *SHARDED_ENGINES):
+            return
     raise EngineMismatchError(
         f"This launch asks for {ENGINE_LABELS[request.engine]} ({request.origin}) but would run as "
-        f"{ENGINE_LABELS.get(actual, actual)}: {_reason(request, actual)}. {how_to_run(request.engine)}"
+        f"{ENGINE_LABELS.get(actual, actual)}: {_reason(request, actual)}. "
+        + how_to_run("fsdp1" if unsupported else request.engine)
     )
 
 
@@ -242,6 +253,7 @@ __all__ = [
     "EngineMismatchError",
     "EngineRequest",
     "check_engine",
+    "check_request",
     "describe_report",
     "engine_report",
     "how_to_run",
