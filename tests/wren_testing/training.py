@@ -254,10 +254,18 @@ def launch_two_nodes(
     script_args: list[str], cwds: list, timeout: float = 170, accelerate_args: tuple[str, ...] = ("--multi_gpu",)
 ) -> list[subprocess.CompletedProcess]:
     """Two launchers of one process each, standing in for two machines (`--num_machines 2 --machine_rank 0|1`,
-    rendezvous at 127.0.0.1), each in its own working directory `cwds[i]`."""
+    rendezvous at 127.0.0.1), each in its own working directory `cwds[i]` with its own Hugging Face and wrenlm
+    caches there (as on machines that share no disk)."""
     port = free_port()
     processes = [
-        start_cpu_launcher(script_args, accelerate_args=accelerate_args, port=port, machine=(rank, 2), cwd=cwd)
+        start_cpu_launcher(
+            script_args,
+            accelerate_args=accelerate_args,
+            port=port,
+            machine=(rank, 2),
+            cwd=cwd,
+            env={"HF_HOME": str(Path(cwd) / ".hf"), "WREN_CACHE": str(Path(cwd) / ".wren")},
+        )
         for rank, cwd in enumerate(cwds)
     ]
     return wait_for_launchers(processes, timeout)
