@@ -21,7 +21,7 @@ from .callbacks import TrainerCallback
 from .config import TrainingConfig, config_to_dict
 from .defaults import DEFAULT_OUTPUT_DIR
 from .engine_check import planned_engine
-from .fsdp import full_state_dict, is_fsdp2_model
+from .fsdp import full_state_dict, gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
 from .nodes import NodeLayout, check_sharded_checkpoints
 from .trainer import Trainer
@@ -106,7 +106,10 @@ class ExactMatchCallback(TrainerCallback):
         if acc.is_main_process or is_fsdp2_model(model):
             was_training = model.training
             model.eval()
-            scored = score_exact_match(model, self.tokenizer, self.conversations, self.batch_size, self.max_new_tokens)
+            with gathered_root(model):
+                scored = score_exact_match(
+                    model, self.tokenizer, self.conversations, self.batch_size, self.max_new_tokens
+                )
             model.train(was_training)
         if acc.is_main_process:
             prefix = "eval_full/" if any(key.startswith("eval_full/") for key in metrics) else "eval/"

@@ -68,6 +68,22 @@ def mark_for_generation(model) -> None:
             module._is_fsdp_managed_module = True
 
 
+@contextmanager
+def gathered_root(model):
+    """Gather the root unit's own parameters (embeddings, final norm, LM head) around `generate` on an FSDP2 model.
+
+    `generate` may call an inner module directly (PEFT's base model), past the root's FSDP hooks, which would
+    leave those parameters sharded. Every process must enter it (a collective); a no-op for other models."""
+    if not is_fsdp2_model(model):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
+
+
 class TorchFsdp:
     """torch's `fully_shard` applied by wren where Accelerate does not (CPU process groups); see the module doc."""
 
@@ -164,6 +180,7 @@ __all__ = [
     "TorchFsdp",
     "fsdp_requested",
     "full_state_dict",
+    "gathered_root",
     "is_fsdp2_model",
     "mark_for_generation",
     "rebind_parameters",

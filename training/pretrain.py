@@ -20,7 +20,7 @@ from .checkpointing import CHECKPOINT_DIR
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
 from .engine_check import planned_engine
-from .fsdp import is_fsdp2_model
+from .fsdp import gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
 from .nodes import NodeLayout, check_sharded_checkpoints
 from .tracking import METRICS_FILE
@@ -206,7 +206,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
     samples = []
     # FSDP-sharded weights: every process runs the generation with the main one (each forward gathers them).
     if (accelerator.is_main_process or is_fsdp2_model(trainer.unwrapped_model)) and config.sample_prompts:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), gathered_root(trainer.unwrapped_model):
             torch.manual_seed(config.seed)
             samples = generate_text(
                 trainer.unwrapped_model,

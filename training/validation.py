@@ -115,7 +115,7 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
     """
     from accelerate.utils import DistributedType
 
-    from .fsdp import is_fsdp2_model
+    from .fsdp import gathered_root, is_fsdp2_model
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return []  # sharded parameters: generation would need every rank
@@ -124,7 +124,7 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
         was_training = model.training
         model.eval()
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), gathered_root(model):
             torch.manual_seed(config.seed + step)
             if sample_fn is not None:
                 texts = list(sample_fn(model, step))
