@@ -156,3 +156,15 @@ def test_fsdp_lora_finetune_matches_one_process_and_loads_with_peft(tokenizer, t
         adapted_logits, merged_logits = adapted(input_ids=ids).logits, merged(input_ids=ids).logits
     torch.testing.assert_close(merged_logits, adapted_logits, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(adapted_logits, AutoModelForCausalLM.from_pretrained(base).eval()(input_ids=ids).logits)
+
+
+@pytest.mark.timeout(120)
+def test_fsdp_generation_with_lora_gathers_the_root_unit():
+    """PEFT's `generate` calls the base model past the FSDP root's hooks; right after a backward pass the root's
+    embeddings / LM head are sharded, so generation must gather them (`gathered_root`) and then equals the
+    unsharded model's."""
+    launched = launch_two_cpu_processes(
+        [str(Path(__file__).with_name("fsdp_generate_worker.py"))], accelerate_args=FSDP_LAUNCH, timeout=110
+    )
+    assert launched.returncode == 0, launched.stderr[-4000:]
+    assert launched.stdout.count("GENERATION_EQUAL True") == 2, launched.stdout[-2000:]
