@@ -10,6 +10,7 @@ import os
 import torch
 
 from .config import TrainingConfig
+from .engine_check import check_engine, check_request, planned_engine, requested_engine
 
 
 def resolve_mixed_precision(setting: str) -> str | None:
@@ -46,6 +47,8 @@ def make_accelerator(config: TrainingConfig, **kwargs):
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
+    request = requested_engine()
+    check_request(request)
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
@@ -66,18 +69,14 @@ def make_accelerator(config: TrainingConfig, **kwargs):
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
         **kwargs,
     )
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and accelerator.num_processes != world_size:
-        raise RuntimeError(
-            f"Launched as {world_size} processes but Accelerate sees {accelerator.num_processes}: each process "
-            "would train alone on all the data. Launch with `accelerate launch --multi_gpu --num_processes N` "
-            "(on a CPU-only machine also set ACCELERATE_USE_CPU=1)."
-        )
+    # A launch that asked for FSDP/ZeRO/DDP and would run something weaker stops here, before any work.
+    check_engine(request, planned_engine(accelerator))
     return accelerator
 
 
 def finish(accelerator, model) -> None:
     """Finish the trackers, destroy the process group, and free the DDP reducer of `model` safely."""
+    accelerator.wait_for_everyone()  # under gloo a rank leaving early can abort the others' last collective
     accelerator.end_training()
     release_ddp_reducer(model)
 

@@ -2,7 +2,9 @@
 
 A checkpoint is written by every process into `checkpoints/.tmp-step-NNNNNNNN/` (Accelerate writes
 model, optimizer, scheduler and each process' RNG states; we add `trainer_state.json`), then the
-main process renames it to `checkpoints/step-NNNNNNNN/` in one `os.replace`. A crash at any point
+main process renames it to `checkpoints/step-NNNNNNNN/` in one `os.replace`. Across nodes without a
+shared filesystem (`nodes.NodeLayout`) each node's local main process does the main process' part in
+its own folder, and a run resumes from the newest step every node holds. A crash at any point
 of the save leaves at most a `.tmp-*step-*` folder, which is never picked as "latest", so the newest
 complete checkpoint is always intact. After a successful save only the `keep_last` newest checkpoints
 are kept; pruning renames a checkpoint to `.tmp-pruned-step-*` before deleting it, so a crash there
@@ -11,7 +13,7 @@ without `trainer_state.json` that hold only Accelerate's state files, as older v
 leave) are removed by the next save and when a run starts (`remove_leftovers`); nothing else under
 `checkpoints/` is ever touched.
 
-    manager = CheckpointManager(output_dir / CHECKPOINT_DIR, keep_last=2)
+    manager = CheckpointManager(output_dir / CHECKPOINT_DIR, keep_last=2, layout=node_layout)
     manager.save(accelerator, step, checkpoint_record(loop_state, accelerator, global_batch_size, config))
     loop_state = restore_checkpoint(accelerator, manager.latest())    # the dict saved as "state"
 """
@@ -99,11 +101,16 @@ def checkpoint_record(loop_state: dict, accelerator, global_batch_size: int, con
     }
 
 
-def restore_checkpoint(accelerator, checkpoint: str | os.PathLike) -> dict:
-    """Load model/optimizer/scheduler/RNG states (every process) and return the saved loop position."""
+def restore_checkpoint(accelerator, checkpoint: str | os.PathLike, engine_state=None) -> dict:
+    """Load model/optimizer/scheduler/RNG states (every process) and return the saved loop position.
+
+    `engine_state`: what Accelerate does not hold itself (the model and optimizer wren shards on CPU), with
+    `load(directory)`."""
     checkpoint = Path(checkpoint)
     try:
         accelerator.load_state(str(checkpoint))
+        if engine_state is not None:
+            engine_state.load(checkpoint)
     except (RuntimeError, KeyError, ValueError) as error:
         raise ValueError(
             f"Cannot resume from {checkpoint}: it does not match this model/optimizer ({str(error)[:300]}). "
@@ -116,9 +123,16 @@ def save_pretrained_model(accelerator, model, output_dir, tokenizer=None, genera
     """`save_pretrained` of a prepared model (its full state gathered under FSDP/DeepSpeed) + tokenizer.
 
     Every process must call it."""
+    from .fsdp import full_state_dict, is_fsdp2_model
+
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
+    # FSDP2 models (Accelerate's or wren's CPU route) are gathered by torch itself; Accelerate's own gathering
+    # handles DeepSpeed and asks a CPU process group's model for its (sharded) state dict as is.
+    state_dict = full_state_dict(model) if is_fsdp2_model(model) else accelerator.get_state_dict(model)
     model = accelerator.unwrap_model(model)
+    for tied, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
+        if tied in state_dict and source in state_dict:  # gathered copies no longer share storage: store it once
+            del state_dict[tied]
     if generation_config is not None:
         model.generation_config = generation_config
     if accelerator.is_main_process:
@@ -132,28 +146,39 @@ def save_pretrained_model(accelerator, model, output_dir, tokenizer=None, genera
 
 
 class CheckpointManager:
-    """Save/rotate/find checkpoints of one run. All processes call `save`; only the main one renames."""
+    """Save/rotate/find checkpoints of one run. All processes call `save`; only the writer renames.
 
-    def __init__(self, root: str | os.PathLike, keep_last: int = 2):
+    `layout` (`nodes.NodeLayout`): who writes on several nodes (default: the main process); `engine_state`: model
+    and optimizer state Accelerate does not save itself, with `save(directory)` / `load(directory)`."""
+
+    def __init__(self, root: str | os.PathLike, keep_last: int = 2, layout=None, engine_state=None):
         self.root = Path(root)
         self.keep_last = keep_last
+        self.layout = layout
+        self.engine_state = engine_state
+
+    def _is_writer(self, accelerator) -> bool:
+        return self.layout.is_writer if self.layout is not None else accelerator.is_main_process
 
     def save(self, accelerator, step: int, trainer_state: dict) -> Path:
         final = self.root / checkpoint_name(step)
         tmp = self.root / f".tmp-{checkpoint_name(step)}"
-        if accelerator.is_main_process:
+        writer = self._is_writer(accelerator)
+        if writer:
             self.root.mkdir(parents=True, exist_ok=True)
             self.remove_leftovers()
             tmp.mkdir()
         accelerator.wait_for_everyone()
         accelerator.save_state(str(tmp), safe_serialization=True)
-        if accelerator.is_main_process:
+        if self.engine_state is not None:
+            self.engine_state.save(tmp)
+        if writer:
             with open(tmp / STATE_FILE, "w") as handle:
                 json.dump(trainer_state, handle, indent=2)
                 handle.flush()
                 os.fsync(handle.fileno())
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+        if writer:
             if final.exists():  # re-saving the same step (e.g. after resuming at it): swap in the new one
                 old = self.root / f".tmp-old-{checkpoint_name(step)}"
                 os.replace(final, old)
@@ -206,6 +231,14 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         return latest_checkpoint(self.root)
+
+    def latest_common(self) -> Path | None:
+        """The newest checkpoint every node holds (this node's newest without a layout); every process calls it."""
+        if self.layout is None:
+            return self.latest()
+        steps = {int(_NAME.match(path.name).group(1)): path for path in list_checkpoints(self.root)}
+        step = self.layout.common_step(list(steps))
+        return steps[step] if step is not None else None
 
 
 def _fsync_dir(path: Path) -> None:

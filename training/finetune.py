@@ -23,7 +23,10 @@ from ..paths import FINETUNE_RESULTS_FILE as RESULTS_FILE
 from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
 from .config import TrainingConfig, config_to_dict
+from .engine_check import planned_engine
+from .fsdp import full_state_dict, gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
+from .nodes import NodeLayout, check_sharded_checkpoints
 from .trainer import Trainer
 
 DEFAULT_FINETUNE_OUTPUT_DIR = "runs/wren-lora"
@@ -103,12 +106,17 @@ class ExactMatchCallback(TrainerCallback):
         from .evaluation import score_exact_match
 
         acc = trainer.accelerator
-        if acc.is_main_process:
-            model = trainer.unwrapped_model
+        model = trainer.unwrapped_model
+        # FSDP-sharded weights: every process generates alongside the main one (each forward gathers them).
+        if acc.is_main_process or is_fsdp2_model(model):
             was_training = model.training
             model.eval()
-            scored = score_exact_match(model, self.tokenizer, self.conversations, self.batch_size, self.max_new_tokens)
+            with gathered_root(model):
+                scored = score_exact_match(
+                    model, self.tokenizer, self.conversations, self.batch_size, self.max_new_tokens
+                )
             model.train(was_training)
+        if acc.is_main_process:
             prefix = "eval_full/" if any(key.startswith("eval_full/") for key in metrics) else "eval/"
             self.last = {"exact_match": scored["exact_match"], "exact_match_examples": scored["examples"]}
             trainer.log({f"{prefix}exact_match": scored["exact_match"]}, step)
@@ -170,6 +178,8 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     output_dir = Path(config.output_dir)
     continued = check_output_dir(output_dir, "finetune", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
     accelerator = accelerator or make_accelerator(config)
+    layout = NodeLayout.detect(accelerator, output_dir)
+    check_sharded_checkpoints(layout, planned_engine(accelerator), output_dir)
 
     # Everything that can be wrong with the data is found before any training (and before touching checkpoints).
     splits = load_chat_splits(
@@ -185,7 +195,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     )
     train_rows = encoder.encode_all(splits["train"], what=config.data)
     eval_rows = encoder.encode_all(splits["eval"], what=config.eval_data or f"{config.data} (held out)")
-    claim_output_dir(config, accelerator, "finetune", continued)
+    claim_output_dir(config, accelerator, "finetune", continued, layout)
 
     # The base stays frozen: an aux-loss-free router-bias update would move it outside the adapter.
     bias_rate = getattr(model.config, "router_bias_update_rate", 0.0)
@@ -228,6 +238,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         periodic_eval_dataset=periodic,
         accelerator=accelerator,
         run_name="wren-finetune",
+        node_layout=layout,
     )
     _say(
         accelerator,
@@ -239,8 +250,11 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         f"{accelerator.device}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
     )
     state = trainer.train()
+    adapter_model = trainer.unwrapped_model
+    # FSDP2: the adapter's shards are gathered (every process takes part) before the main process saves them.
+    adapter_state = full_state_dict(adapter_model, trainable_only=True) if is_fsdp2_model(adapter_model) else None
     if accelerator.is_main_process:  # before the final evaluation, so a failure there never loses the adapter
-        trainer.unwrapped_model.save_pretrained(output_dir)
+        adapter_model.save_pretrained(output_dir, state_dict=adapter_state)
         tokenizer.save_pretrained(output_dir)
     accelerator.wait_for_everyone()
     results = {
@@ -253,6 +267,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         "trainable_parameters": trainable,
         "num_parameters": total,
         "num_processes": accelerator.num_processes,
+        "engine": trainer.engine,
         "train_seconds": state.elapsed_s,
     }
     failure = None
@@ -265,7 +280,12 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         results["error"] = f"final evaluation failed: {type(error).__name__}: {error}"
     if accelerator.is_main_process:
         if config.merge:
-            merged = trainer.unwrapped_model.merge_and_unload()
+            adapter_model = trainer.unwrapped_model
+            if is_fsdp2_model(adapter_model):  # merging needs whole weights: the saved adapter on a fresh base
+                from peft import PeftModel
+
+                adapter_model = PeftModel.from_pretrained(load_base(config.base_model)[0], output_dir)
+            merged = adapter_model.merge_and_unload()
             merged.config.router_bias_update_rate = bias_rate
             merged.save_pretrained(output_dir / MERGED_DIR)
             tokenizer.save_pretrained(output_dir / MERGED_DIR)

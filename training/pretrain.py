@@ -22,13 +22,25 @@ from .callbacks import TrainerCallback
 from .checkpointing import CHECKPOINT_DIR, CheckpointManager
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
+from .engine_check import planned_engine
+from .fsdp import gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
 from .optim import describe_optimizer
+from .nodes import NodeLayout, check_sharded_checkpoints
 from .tracking import METRICS_FILE
 from .trainer import Trainer
 from .validation import check_sample_prompts, generate_text
 
 logger = logging.getLogger(__name__)
+
+# What `save_pretrained` of a Wren tokenizer may write (copied to the other nodes when their folders are not shared).
+TOKENIZER_FILES = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenization_wren.py",
+]
 
 
 def _say(accelerator, message: str) -> None:
@@ -38,8 +50,11 @@ def _say(accelerator, message: str) -> None:
         tqdm.write(message)
 
 
-def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
-    """`config.tokenizer` if given; else the tokenizer already in the output dir; else train one there."""
+def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator, layout: NodeLayout | None = None):
+    """`config.tokenizer` if given; else the tokenizer already in the output dir; else train one there.
+
+    The main process decides (reuse or train); on several nodes without a shared output folder its files are
+    copied into every node's folder, so each node reads its own copy."""
     from transformers import AutoTokenizer
 
     import wrenlm  # noqa: F401  (registers the Wren Auto classes)
@@ -47,7 +62,12 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
     if config.tokenizer:
         return AutoTokenizer.from_pretrained(config.tokenizer)
     output_dir = Path(config.output_dir)
-    if (output_dir / "tokenizer.json").exists():
+    layout = layout or NodeLayout.detect(accelerator, output_dir)
+    reuse = [(output_dir / "tokenizer.json").exists()]
+    if accelerator.num_processes > 1:
+        torch.distributed.broadcast_object_list(reuse, src=0)  # the main process' folder decides
+    if reuse[0]:
+        layout.copy_to_nodes(output_dir, TOKENIZER_FILES)
         tokenizer = AutoTokenizer.from_pretrained(output_dir)
         _say(accelerator, f"Reusing the tokenizer in {output_dir} (vocabulary {len(tokenizer)}).")
         return tokenizer
@@ -72,6 +92,7 @@ def prepare_tokenizer(config: PretrainConfig, train_texts, accelerator):
             f"Trained a byte-level BPE tokenizer (vocabulary {len(tokenizer)}) in {time.perf_counter() - start:.1f}s.",
         )
     accelerator.wait_for_everyone()
+    layout.copy_to_nodes(output_dir, TOKENIZER_FILES)
     return AutoTokenizer.from_pretrained(output_dir)
 
 
@@ -126,11 +147,11 @@ def default_generation_config(tokenizer):
     )
 
 
-def claim_output_dir(config, accelerator, command: str, continued: bool) -> None:
+def claim_output_dir(config, accelerator, command: str, continued: bool, layout=None) -> None:
     """Mark the checked output folder as this command's. With `resume: never` drop the checkpoints and metrics an
     earlier run wrote there; in a folder that is not `continued` (new, or written into with --force) a metrics
     file is stale and goes too. Files wrenlm did not write, and the tokenizer, stay."""
-    if accelerator.is_main_process:
+    if layout.is_writer if layout is not None else accelerator.is_main_process:
         output_dir = Path(config.output_dir)
         mark_output_dir(output_dir, command)
         if config.resume == "never":
@@ -156,14 +177,17 @@ def run_pretraining(
     output_dir = Path(config.output_dir)
     continued = check_output_dir(output_dir, "pretrain", force=force, resumable=True, legacy_files=(CONFIG_FILE,))
     accelerator = accelerator or make_accelerator(config)
+    layout = NodeLayout.detect(accelerator, output_dir)
+    check_sharded_checkpoints(layout, planned_engine(accelerator), output_dir)
 
-    with accelerator.main_process_first():
+    # Each node's writer first (downloads, dataset caches), then the processes that read what it made.
+    with layout.writer_first():
         documents = load_documents(
             config.data, text_field=config.text_field, hf_config=config.hf_config, hf_split=config.hf_split
         )
         splits = split_documents(documents, config.val_fraction, config.split_mode, seed=config.seed)
-    tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator)
-    with accelerator.main_process_first():
+    tokenizer = prepare_tokenizer(config, splits["train"]["text"], accelerator, layout)
+    with layout.writer_first():
         train, validation, stats = build_lm_datasets(splits, tokenizer, config.seq_len)
     periodic = None
     if config.eval_blocks and config.eval_blocks < len(validation):
@@ -172,7 +196,7 @@ def run_pretraining(
     set_seed(config.seed)
     model = build_model(config, tokenizer)
     check_sample_prompts(tokenizer, config.sample_prompts, model.config)
-    claim_output_dir(config, accelerator, "pretrain", continued)  # every input checked: the first write
+    claim_output_dir(config, accelerator, "pretrain", continued, layout)  # every input checked: the first write
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -186,6 +210,7 @@ def run_pretraining(
         periodic_eval_dataset=periodic,
         callbacks=[*moe_callbacks(model), *callbacks],
         accelerator=accelerator,
+        node_layout=layout,
     )
     num_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = trainer.global_batch_size * config.seq_len
@@ -208,6 +233,7 @@ def run_pretraining(
         "epochs": state.global_step * tokens_per_step / max(stats["train_tokens"], 1),
         "num_parameters": num_params,
         "num_processes": accelerator.num_processes,
+        "engine": trainer.engine,
         "train_seconds": state.elapsed_s,
         "data": stats,
     }
@@ -241,18 +267,21 @@ def run_pretraining(
 
 
 def _final_samples(config: PretrainConfig, trainer: Trainer, tokenizer) -> list[str]:
-    if not (trainer.accelerator.is_main_process and config.sample_prompts):
+    model = trainer.unwrapped_model
+    # FSDP-sharded weights: every process runs the generation with the main one (each forward gathers them).
+    if not ((trainer.accelerator.is_main_process or is_fsdp2_model(model)) and config.sample_prompts):
         return []
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), gathered_root(model):
         torch.manual_seed(config.seed)
-        return generate_text(
-            trainer.unwrapped_model,
+        samples = generate_text(
+            model,
             tokenizer,
             config.sample_prompts,
             max_new_tokens=max(config.sample_max_new_tokens, 120),
             temperature=config.sample_temperature,
             top_k=config.sample_top_k,
         )
+    return samples if trainer.accelerator.is_main_process else []
 
 
 def _write_results(accelerator, output_dir: Path, results: dict, start: float) -> None:

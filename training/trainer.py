@@ -12,7 +12,9 @@ groups), warmup + cosine or warmup-stable-decay (or a caller-given scheduler), o
 a tqdm bar on the main process, and rotating checkpoints from which `train()` continues exactly (the
 data order is a function of (seed, epoch) and the consumed batches are skipped; model/optimizer/
 scheduler/RNG states come from `accelerator.save_state`). The parts live in their own modules:
-accelerator.py (the `Accelerator`), checkpointing.py, tracking.py (trackers and `metrics.jsonl`),
+accelerator.py (the `Accelerator`), engine_check.py (the engine asked for = the engine running, and what
+each rank holds), fsdp.py (FSDP2, applied by wren itself on CPU), nodes.py (who writes what on several
+nodes), checkpointing.py, tracking.py (trackers and `metrics.jsonl`),
 validation.py (likelihood and samples), callbacks.py (the hooks), moe.py (router losses and bias update,
 added by `wren pretrain` / `wren finetune` for MoE models).
 
@@ -21,6 +23,7 @@ a `num_chars` entry (characters spelled by the target tokens of each row) is rem
 forward and turns on bits-per-character in `evaluate()`.
 """
 
+import contextlib
 import logging
 import os
 import time
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
 from .accelerator import finish, make_accelerator
@@ -42,6 +46,16 @@ from .checkpointing import (
 )
 from .config import TrainingConfig, config_to_dict
 from .data import EpochSampler, collate_blocks
+from .engine_check import (
+    check_engine,
+    describe_report,
+    engine_report,
+    planned_engine,
+    requested_engine,
+    running_engine,
+)
+from .fsdp import TorchFsdp, is_fsdp2_model, mark_for_generation, rebind_parameters, wren_applies_fsdp
+from .nodes import NodeLayout, check_sharded_checkpoints
 from .optim import build_optimizer, build_scheduler, check_optimizer_engine, parameter_groups
 from .tracking import METRICS_FILE, LossWindow, MetricsLog
 from .validation import sample_texts, validation_metrics
@@ -84,6 +98,7 @@ class Trainer:
         periodic_eval_dataset=None,
         tracker_config: dict | None = None,
         run_name: str = "wren",
+        node_layout: NodeLayout | None = None,
     ):
         config.validate()
         self.config = config
@@ -93,6 +108,12 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.state = TrainState()
         self.accelerator = acc = accelerator or make_accelerator(config)
+        request, planned = requested_engine(), planned_engine(acc)
+        check_engine(request, planned)
+        self.nodes = node_layout or NodeLayout.detect(acc, self.output_dir)
+        check_sharded_checkpoints(self.nodes, planned, self.output_dir)
+        if not self.nodes.shared:  # each node's local main process writes the node's copy of Accelerate's files
+            acc.project_configuration.save_on_each_node = True
         self.metrics_log = MetricsLog(
             acc, self.output_dir, run_name, tracker_config if tracker_config is not None else config_to_dict(config)
         )
@@ -109,6 +130,15 @@ class Trainer:
 
             compile_for_training(model)
 
+        # FSDP2 on a CPU process group: Accelerate would wrap the model in DDP, so wren shards it itself, before the
+        # optimizer is built on the (then DTensor) parameters; Accelerate prepares only the loaders and scheduler.
+        self.torch_fsdp = TorchFsdp(acc) if wren_applies_fsdp(acc) else None
+        if self.torch_fsdp is not None:
+            names_before = {id(param): name for name, param in model.named_parameters()}
+            model = self.torch_fsdp.shard(model)
+            for groups in (param_groups, optimizer.param_groups if optimizer is not None else None):
+                if groups is not None:
+                    rebind_parameters(groups, names_before, model)
         if optimizer is None:
             check_optimizer_engine(config, acc)
             groups = param_groups if param_groups is not None else parameter_groups(model, config)
@@ -130,12 +160,28 @@ class Trainer:
         # The periodic set (a subset for `evaluate(periodic=True)`) only counts next to a full evaluation set.
         eval_sets = [eval_dataset, periodic_eval_dataset] if eval_dataset is not None else []
         eval_loaders = [self._eval_loader(dataset, collate_fn) for dataset in eval_sets if dataset is not None]
-        self.model, self.optimizer, self.train_dataloader, *eval_loaders, self.scheduler = acc.prepare(
-            model, optimizer, train_loader, *eval_loaders, scheduler
-        )
+        if self.torch_fsdp is not None:
+            self.model, self.optimizer = model, optimizer
+            self.torch_fsdp.optimizer = optimizer
+            self.train_dataloader, *eval_loaders, self.scheduler = acc.prepare(train_loader, *eval_loaders, scheduler)
+        else:
+            self.model, self.optimizer, self.train_dataloader, *eval_loaders, self.scheduler = acc.prepare(
+                model, optimizer, train_loader, *eval_loaders, scheduler
+            )
+        check_engine(request, running_engine(acc, self.model))
+        if is_fsdp2_model(self.model):
+            mark_for_generation(self.model)
         self.eval_dataloader = eval_loaders[0] if eval_loaders else None
         self.periodic_eval_dataloader = eval_loaders[-1] if eval_loaders else None
-        self.checkpoints = CheckpointManager(self.output_dir / CHECKPOINT_DIR, keep_last=config.keep_last)
+        self.checkpoints = CheckpointManager(
+            self.output_dir / CHECKPOINT_DIR,
+            keep_last=config.keep_last,
+            layout=self.nodes,
+            engine_state=self.torch_fsdp,
+        )
+        self.engine = engine_report(acc, self.model)
+        if acc.is_main_process:
+            logger.info(describe_report(self.engine))
 
         if len(self.train_dataloader) < 1:
             raise ValueError(
@@ -172,7 +218,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def resume_from(self, checkpoint: str | os.PathLike) -> None:
         """Load model/optimizer/scheduler/RNG states and the loop position from a checkpoint folder."""
-        self.state = TrainState.from_dict(restore_checkpoint(self.accelerator, checkpoint))
+        self.state = TrainState.from_dict(restore_checkpoint(self.accelerator, checkpoint, self.torch_fsdp))
         self.metrics_log.truncate(self.state.global_step)
         self._say(f"Resuming from {checkpoint} at step {self.state.global_step} of {self.config.max_steps}.")
 
@@ -182,8 +228,9 @@ class Trainer:
 
             tqdm.write(message)
 
-    def _maybe_resume(self) -> None:
-        if self.accelerator.is_main_process:
+    def _maybe_resume(self) -> bool:
+        """Resume per `config.resume`; True when a checkpoint was loaded."""
+        if self.checkpoints._is_writer(self.accelerator):
             leftovers = self.checkpoints.remove_leftovers()
             if leftovers:
                 names = ", ".join(path.name for path in leftovers)
@@ -191,12 +238,14 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         setting = self.config.resume
         if setting == "never":
-            return
-        checkpoint = self.checkpoints.latest() if setting == "auto" else Path(setting)
+            return False
+        # On several nodes without a shared folder: the newest step that every node completed.
+        checkpoint = self.checkpoints.latest_common() if setting == "auto" else Path(setting)
         if checkpoint is not None:
             self.resume_from(checkpoint)
-        else:
-            self.metrics_log.truncate(0)  # a run that died before its first checkpoint starts over
+            return True
+        self.metrics_log.truncate(0)  # a run that died before its first checkpoint starts over
+        return False
 
     def save_checkpoint(self) -> Path:
         step = self.state.global_step
@@ -234,6 +283,21 @@ class Trainer:
             self.state.epoch += 1
             self.state.samples_in_epoch = 0
 
+    def _gradient_sync(self):
+        """Under wren's own FSDP2, gradients are reduce-scattered on the last micro-batch of a step only
+        (enter inside `accelerator.accumulate`, which decides `sync_gradients`)."""
+        if self.torch_fsdp is None:
+            return contextlib.nullcontext()
+        return self.torch_fsdp.gradient_sync(self.accelerator.sync_gradients)
+
+    def _report_engine(self) -> None:
+        """The engine, world size and per-rank parameter/optimizer bytes, into the run log (every process calls)."""
+        self.engine = engine_report(self.accelerator, self.model, self.optimizer)
+        if self.accelerator.is_main_process:
+            from tqdm.auto import tqdm
+
+            tqdm.write(describe_report(self.engine))
+
     def _forward(self, batch: dict):
         batch = dict(batch)
         batch.pop("num_chars", None)
@@ -241,7 +305,7 @@ class Trainer:
 
     def train(self) -> TrainState:
         acc, config = self.accelerator, self.config
-        self._maybe_resume()
+        resumed = self._maybe_resume()
         self.metrics_log.start()
         self._call("on_train_begin")
 
@@ -258,26 +322,32 @@ class Trainer:
         batches = self._batches()
         window = LossWindow()
         run_start = time.perf_counter() - self.state.elapsed_s
-        last_saved = self.state.global_step if self.checkpoints.latest() is not None else -1
+        last_saved = self.state.global_step if resumed else -1
+        first_step = True
         grad_norm = None
         self.model.train()
         while self.state.global_step < config.max_steps:
             step_loss = torch.zeros((), device=acc.device)
             for _ in range(config.gradient_accumulation_steps):
                 batch = next(batches)
-                with acc.accumulate(self.model):
+                with acc.accumulate(self.model), self._gradient_sync():
                     outputs = self._forward(batch)
                     acc.backward(outputs.loss)
                     step_loss += outputs.loss.detach().float()
                     if acc.sync_gradients:
                         if config.max_grad_norm > 0:
                             grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                            if isinstance(grad_norm, DTensor):  # sharded gradients: the norm is a DTensor too
+                                grad_norm = grad_norm.full_tensor()
                         self.optimizer.step()
                         self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
                 self._call("on_micro_batch_end", outputs)
                 window.add_batch(batch)
             self._call("on_optimizer_step")
+            if first_step:  # the optimizer state exists from the first step on
+                self._report_engine()
+                first_step = False
             self.state.global_step += 1
             step = self.state.global_step
             window.add_step(step_loss / config.gradient_accumulation_steps)

@@ -138,19 +138,22 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
     """Short generations on the main process, with their own RNG (the training RNG is untouched).
 
     `model` is the unwrapped model; `sample_fn(model, step)` replaces `config.sample_prompts`; the seed is
-    `config.seed + step`.
+    `config.seed + step`. With FSDP2-sharded parameters every process generates alongside (each forward gathers
+    the weights from all ranks) and the main process keeps the texts.
     Every process must call it (it ends with a barrier).
     """
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    from .fsdp import gathered_root, is_fsdp2_model
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return []  # sharded parameters: generation would need every rank
     texts: list[str] = []
-    if accelerator.is_main_process:
+    if accelerator.is_main_process or is_fsdp2_model(model):
         was_training = model.training
         model.eval()
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), gathered_root(model):
             torch.manual_seed(config.seed + step)
             if sample_fn is not None:
                 texts = list(sample_fn(model, step))
@@ -165,7 +168,7 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
                 )
         model.train(was_training)
     accelerator.wait_for_everyone()
-    return texts
+    return texts if accelerator.is_main_process else []
 
 
 __all__ = [

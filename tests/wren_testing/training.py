@@ -150,38 +150,122 @@ def train_losses(output_dir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(output_dir) if "train/loss" in r}
 
 
-def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> subprocess.CompletedProcess:
-    """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo), in its own process group.
-
-    On timeout the launcher and its workers are killed: killing only the launcher would leave its two
-    workers orphaned, one of them blocked forever in a collective (and holding the output pipes open).
-    """
-    import os
-    import signal
+def free_port() -> int:
     import socket
-    import sys
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+        return sock.getsockname()[1]
+
+
+def start_cpu_launcher(
+    script_args: list[str],
+    *,
+    accelerate_args: tuple[str, ...] = ("--multi_gpu",),
+    num_processes: int = 2,
+    port: int | None = None,
+    machine: tuple[int, int] = (0, 1),
+    cwd=None,
+    env: dict | None = None,
+) -> subprocess.Popen:
+    """`accelerate launch` of `num_processes` CPU processes in all (gloo), in a process group of its own.
+
+    `accelerate_args`: `--multi_gpu`, or `--config_file FILE` (e.g. the shipped FSDP config); `machine`:
+    (machine rank, number of machines) for a launcher standing in for one node of several."""
+    import os
+    import sys
+
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
     env.pop("ACCELERATE_USE_CPU", None)  # the scripts pass cpu=True themselves when there is no GPU
+    rank, machines = machine
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+        sys.executable, "-m", "accelerate.commands.launch", *accelerate_args,
+        "--num_processes", str(num_processes), "--num_machines", str(machines), "--machine_rank", str(rank),
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(port or free_port()),
         *script_args,
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    return subprocess.Popen(
+        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+
+
+def _kill_launcher(process: subprocess.Popen) -> None:
+    import os
+    import signal
+
+    # torch's launcher starts each worker in a session of its own, out of reach of the group kill.
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        # torch's launcher starts each worker in a session of its own, out of reach of the group kill.
         for worker in psutil.Process(process.pid).children(recursive=True):
             worker.kill()
         os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        raise AssertionError(f"2-process run timed out after {timeout}s:\n{stderr[-4000:]}") from None
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    except (psutil.NoSuchProcess, ProcessLookupError):
+        pass
+
+
+def wait_for_launchers(processes: list[subprocess.Popen], timeout: float) -> list[subprocess.CompletedProcess]:
+    """Wait for every launcher; past `timeout` all of them and their workers are killed and the test fails.
+
+    Killing only a launcher would leave its workers orphaned, one of them blocked forever in a collective
+    (and holding the output pipes open)."""
+    import threading
+    import time
+
+    outputs: dict[int, tuple[str, str]] = {}
+
+    def drain(index: int, process: subprocess.Popen) -> None:
+        outputs[index] = process.communicate()
+
+    threads = [threading.Thread(target=drain, args=(i, p), daemon=True) for i, p in enumerate(processes)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in threads):
+        for process in processes:
+            _kill_launcher(process)
+        for thread in threads:
+            thread.join()
+        tails = "\n".join(f"--- launcher {i}:\n{outputs[i][1][-3000:]}" for i in sorted(outputs))
+        raise AssertionError(f"multi-process run timed out after {timeout}s:\n{tails}")
+    return [
+        subprocess.CompletedProcess(process.args, process.returncode, *outputs[i])
+        for i, process in enumerate(processes)
+    ]
+
+
+def launch_two_cpu_processes(
+    script_args: list[str], timeout: float = 170, accelerate_args: tuple[str, ...] = ("--multi_gpu",)
+) -> subprocess.CompletedProcess:
+    """`accelerate launch --multi_gpu --num_processes 2` (or another launch mode) on CPU (gloo); see
+    `start_cpu_launcher`."""
+    process = start_cpu_launcher(script_args, accelerate_args=accelerate_args)
+    return wait_for_launchers([process], timeout)[0]
+
+
+def launch_two_nodes(
+    script_args: list[str], cwds: list, timeout: float = 170, accelerate_args: tuple[str, ...] = ("--multi_gpu",)
+) -> list[subprocess.CompletedProcess]:
+    """Two launchers of one process each, standing in for two machines (`--num_machines 2 --machine_rank 0|1`,
+    rendezvous at 127.0.0.1), each in its own working directory `cwds[i]` with its own Hugging Face and wrenlm
+    caches there (as on machines that share no disk)."""
+    port = free_port()
+    processes = [
+        start_cpu_launcher(
+            script_args,
+            accelerate_args=accelerate_args,
+            port=port,
+            machine=(rank, 2),
+            cwd=cwd,
+            env={"HF_HOME": str(Path(cwd) / ".hf"), "WREN_CACHE": str(Path(cwd) / ".wren")},
+        )
+        for rank, cwd in enumerate(cwds)
+    ]
+    return wait_for_launchers(processes, timeout)
