@@ -1,6 +1,6 @@
 """Subprocess entry (under `accelerate launch --config_file fsdp.yaml`): greedy generation with a LoRA model
 sharded by wren's FSDP2 route, right after a backward pass (the root unit's parameters are sharded then), must
-equal the unsharded model's. Prints `GENERATION_EQUAL True|False` on every rank."""
+equal the unsharded model's. Prints `GENERATION_EQUAL=True|False` on every rank."""
 
 import copy
 import sys
@@ -40,7 +40,9 @@ def main() -> None:
     settings = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
     with gathered_root(model):
         generated = model.generate(input_ids=ids, **settings)
-    print("GENERATION_EQUAL", torch.equal(generated, reference.generate(input_ids=ids, **settings)), flush=True)
+    # One write per rank: the two processes share the launcher's stdout, and print() of several values can interleave.
+    sys.stdout.write(f"GENERATION_EQUAL={torch.equal(generated, reference.generate(input_ids=ids, **settings))}\n")
+    sys.stdout.flush()
     accelerator.wait_for_everyone()
 
 

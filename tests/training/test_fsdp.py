@@ -167,4 +167,4 @@ def test_fsdp_generation_with_lora_gathers_the_root_unit():
         [str(Path(__file__).with_name("fsdp_generate_worker.py"))], accelerate_args=FSDP_LAUNCH, timeout=110
     )
     assert launched.returncode == 0, launched.stderr[-4000:]
-    assert launched.stdout.count("GENERATION_EQUAL True") == 2, launched.stdout[-2000:]
+    assert launched.stdout.count("GENERATION_EQUAL=True") == 2, launched.stdout[-2000:]
