@@ -152,7 +152,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
 
     from .finetune_data import ChatEncoder, PadCollator, load_chat_splits
     from .lora import wren_lora_config
-    from .pretrain import _start_over
+    from .pretrain import _cpu_threads_note, _start_over
 
     config.validate()
     start = time.perf_counter()
@@ -223,7 +223,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         f"on {sorted(peft_model.peft_config['default'].target_modules)}"
         + (f" + {peft_model.peft_config['default'].target_parameters}" if lora_config.target_parameters else "")
         + f": {trainable:,} trainable of {total:,} parameters; {accelerator.num_processes} process(es) on "
-        f"{accelerator.device}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
+        f"{accelerator.device}{_cpu_threads_note(accelerator)}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
     )
     state = trainer.train()
     metrics = trainer.evaluate(periodic=False, samples=False) if eval_rows else {}

@@ -119,6 +119,10 @@ def default_generation_config(tokenizer):
     )
 
 
+def _cpu_threads_note(accelerator) -> str:
+    return f" ({torch.get_num_threads()} threads each)" if accelerator.device.type == "cpu" else ""
+
+
 def _start_over(config: PretrainConfig, accelerator) -> None:
     """`resume: never`: drop the old checkpoints and metrics of this output dir (the tokenizer stays)."""
     if accelerator.is_main_process:
@@ -177,7 +181,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         f"Data: {stats['train_tokens']:,} training tokens in {stats['train_blocks']:,} blocks of {config.seq_len}, "
         f"{stats['validation_blocks']:,} validation blocks ({stats['validation_chars']:,} characters).\n"
         f"Model: {config.preset} with {num_params / 1e6:.2f}M parameters; {accelerator.num_processes} process(es) on "
-        f"{accelerator.device}, mixed precision {accelerator.mixed_precision}.\n"
+        f"{accelerator.device}{_cpu_threads_note(accelerator)}, mixed precision {accelerator.mixed_precision}.\n"
         f"Training {config.max_steps} steps x {trainer.global_batch_size} sequences ({tokens_per_step:,} tokens/step, "
         f"{config.max_steps * tokens_per_step / max(stats['train_tokens'], 1):.2f} epochs).",
     )

@@ -4,6 +4,11 @@ Importing this package registers `model_type="wren"` with transformers' Auto cla
 default LoRA target modules.
 """
 
+from .training.cpu_threads import prefer_sleeping_openmp_threads
+
+# `wren` commands: OpenMP threads that wait sleep instead of spinning; OpenMP reads this once, when torch loads.
+prefer_sleeping_openmp_threads()
+
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from .configuration import PRESETS, WrenConfig, preset_config
