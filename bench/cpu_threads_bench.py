@@ -114,7 +114,7 @@ def run(args) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=3)
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--situations", nargs="+", default=["busy", "as is"], choices=["busy", "as is", "favoured"])
     parser.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.worker:
         worker(args.steps, args.batch, args.seq, args.nice)
         return
