@@ -8,6 +8,9 @@ import torch
 # No test may reach the network (no Hub downloads); tests that need a Hub use a local server.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One thread per test process (the suite runs in parallel); OMP_NUM_THREADS also tells the in-process `wren`
+# commands to leave the thread count alone, and child processes inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 import wrenlm  # noqa: E402  (registers the Auto classes for every test)

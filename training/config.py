@@ -75,8 +75,8 @@ class TrainingConfig:
     resume: str = "auto"
 
     dataloader_num_workers: int = 0
-    # CPU threads for PyTorch (0: its default, one per core). On a CPU shared with other busy
-    # processes, fewer threads than cores can be several times faster (no spinning on a taken core).
+    # CPU threads for PyTorch (0: the `wren` commands decide, see cpu_threads.py: every usable core when OpenMP
+    # threads sleep while waiting; fewer when they may spin and the load average shows other busy processes).
     cpu_threads: int = 0
 
     def validate(self) -> None:

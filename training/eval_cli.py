@@ -44,18 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="exact match: longest generated answer")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N blocks/conversations (0: all)")
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (None: cuda when available)")
-    parser.add_argument("--cpu-threads", type=int, default=0, help="PyTorch CPU threads (0: its default)")
+    parser.add_argument(
+        "--cpu-threads", type=int, default=0, help="PyTorch CPU threads (0: the usable cores, fewer when others are busy)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, force=args.force)  # before the model is loaded and scored
+    from ..cpu_threads import apply_cpu_threads
     from .evaluation import run_evaluation
 
-    if args.cpu_threads:
-        import torch
-
-        torch.set_num_threads(args.cpu_threads)
+    apply_cpu_threads(args.cpu_threads)
     results = run_evaluation(
         args.model or (None if args.adapter else DEFAULT_OUTPUT_DIR),
         data=args.data,

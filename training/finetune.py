@@ -171,7 +171,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     from ..tokenization.special_tokens import pad_token_id
     from .finetune_data import ChatEncoder, PadCollator, load_chat_splits
     from .lora import wren_lora_config
-    from .pretrain import claim_output_dir
+    from .pretrain import _cpu_threads_note, claim_output_dir
 
     config.validate()
     start = time.perf_counter()
@@ -247,7 +247,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         f"on {sorted(peft_model.peft_config['default'].target_modules)}"
         + (f" + {peft_model.peft_config['default'].target_parameters}" if lora_config.target_parameters else "")
         + f": {trainable:,} trainable of {total:,} parameters; {accelerator.num_processes} process(es) on "
-        f"{accelerator.device}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
+        f"{accelerator.device}{_cpu_threads_note(accelerator)}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
     )
     state = trainer.train()
     adapter_model = trainer.unwrapped_model

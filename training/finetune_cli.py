@@ -37,9 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cpu_threads import apply_cpu_threads
     from .finetune import run_finetuning
 
-    run_finetuning(config_from_args(args, FinetuneConfig), force=args.force)
+    config = config_from_args(args, FinetuneConfig)
+    apply_cpu_threads(config.cpu_threads)
+    run_finetuning(config, force=args.force)
     return 0
 
 

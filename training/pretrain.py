@@ -147,6 +147,10 @@ def default_generation_config(tokenizer):
     )
 
 
+def _cpu_threads_note(accelerator) -> str:
+    return f" ({torch.get_num_threads()} threads each)" if accelerator.device.type == "cpu" else ""
+
+
 def claim_output_dir(config, accelerator, command: str, continued: bool, layout=None) -> None:
     """Mark the checked output folder as this command's. With `resume: never` drop the checkpoints and metrics an
     earlier run wrote there; in a folder that is not `continued` (new, or written into with --force) a metrics
@@ -219,7 +223,7 @@ def run_pretraining(
         f"Data: {stats['train_tokens']:,} training tokens in {stats['train_blocks']:,} blocks of {config.seq_len}, "
         f"{stats['validation_blocks']:,} validation blocks ({stats['validation_chars']:,} characters).\n"
         f"Model: {config.preset} with {num_params / 1e6:.2f}M parameters; {accelerator.num_processes} process(es) on "
-        f"{accelerator.device}, mixed precision {accelerator.mixed_precision}.\n"
+        f"{accelerator.device}{_cpu_threads_note(accelerator)}, mixed precision {accelerator.mixed_precision}.\n"
         f"Training {config.max_steps} steps x {trainer.global_batch_size} sequences ({tokens_per_step:,} tokens/step, "
         f"{config.max_steps * tokens_per_step / max(stats['train_tokens'], 1):.2f} epochs) with "
         f"{describe_optimizer(config)}, {config.lr_schedule} schedule.",

@@ -49,7 +49,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, PretrainConfig)
 
     from .corpus import CorpusUnavailableError
+    from ..cpu_threads import apply_cpu_threads
     from .pretrain import run_pretraining
+
+    apply_cpu_threads(config.cpu_threads)
 
     try:
         run_pretraining(config, force=args.force)

@@ -7,12 +7,17 @@ the training stack (PEFT, datasets, `wrenlm.training`).
 
 from importlib.metadata import version
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from .cpu_threads import prefer_sleeping_openmp_threads
 
-from .configuration import PRESETS, WrenConfig, preset_config
-from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel
-from .peft_defaults import register_peft_defaults
-from .tokenization.tokenization_wren import WrenTokenizer
+# `wren` commands: OpenMP threads that wait sleep instead of spinning; OpenMP reads this once, when torch loads.
+prefer_sleeping_openmp_threads()
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from .configuration import PRESETS, WrenConfig, preset_config  # noqa: E402
+from .modeling import WrenForCausalLM, WrenModel, WrenPreTrainedModel  # noqa: E402
+from .peft_defaults import register_peft_defaults  # noqa: E402
+from .tokenization.tokenization_wren import WrenTokenizer  # noqa: E402
 
 # One source of truth: pyproject's `version`, as installed (an editable install has the metadata too).
 __version__ = version("wrenlm")

@@ -180,6 +180,9 @@ def test_load_adapter_clear_errors(tokenizer, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"holds no LoRA adapter \(adapter_config.json is missing\)"):
         load_adapter(base, tmp_path / "empty")
+    (tmp_path / "empty" / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"empty/adapter_config.json is not valid JSON"):
+        load_adapter(base, tmp_path / "empty")
 
     get_peft_model(base, wren_lora_config(base.config, r=4)).save_pretrained(tmp_path / "adapter")
     wider = AutoModelForCausalLM.from_pretrained(save_tiny_base(tokenizer, tmp_path / "wide", hidden_size=64))
