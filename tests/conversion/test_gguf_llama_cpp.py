@@ -161,17 +161,20 @@ def test_smollm2_answers_chat_prompts_in_llama_cpp_with_the_wren_greedy_tokens(s
 
 
 # Q8_0 rounds the weights to 8 bits and llama.cpp's Q8_0 kernels round the activations too, so a greedy choice
-# the Wren makes by a hair can flip (the first answer token to "What is the capital of France?" leads by 0.09
-# logits). So, teacher-forced on the Wren's answers: every logit within Q8_0_LOGIT_ERROR of the Wren's, and the
-# same greedy token wherever the Wren's choice leads by more than twice that.
-Q8_0_LOGIT_ERROR = 2.0
+# the Wren makes by a hair can flip (its first answer token to "What is the capital of France?" leads by 0.08
+# logits). So, teacher-forced on the Wren's greedy answers: the logits stay close (RMS error; measured 0.29-0.37
+# on 2 Dec 2026) and llama.cpp's choice is always one the Wren rates within Q8_0_REGRET of its best (measured at
+# most 0.52), which also means the same token wherever the Wren's choice leads by more than that; overall the
+# choices agree at 97% of the answer positions.
+Q8_0_RMS_ERROR = 0.5
+Q8_0_REGRET = 1.0
 
 
 @torch.no_grad()
-def test_smollm2_q8_0_in_llama_cpp_stays_within_a_logit_bound_of_the_wren(smollm2, tmp_path):
+def test_smollm2_q8_0_in_llama_cpp_makes_the_wren_choices_up_to_near_ties(smollm2, tmp_path):
     _, wren, tokenizer = smollm2
     llm = _export_smollm2(smollm2, tmp_path, "q8_0")
-    clear_choices = 0
+    agreements = []
     try:
         for messages in SMOLLM2_CHATS:
             prompt = _chat_prompt(tokenizer, llm, messages)
@@ -180,13 +183,12 @@ def test_smollm2_q8_0_in_llama_cpp_stays_within_a_logit_bound_of_the_wren(smollm
             llm.reset()
             llm.eval(answer.tolist())
             actual = np.array(llm.scores[: len(answer)])
-            assert np.abs(actual - expected).max() < Q8_0_LOGIT_ERROR
-            top_two = np.sort(expected, axis=-1)[:, -2:]
-            clear = (top_two[:, 1] - top_two[:, 0] > 2 * Q8_0_LOGIT_ERROR)[len(prompt) - 1 :]
-            answer_positions = slice(len(prompt) - 1, None)
-            agree = actual[answer_positions].argmax(-1) == expected[answer_positions].argmax(-1)
-            assert agree[clear].all()
-            clear_choices += int(clear.sum())
+            assert np.sqrt(np.mean((actual - expected) ** 2)) < Q8_0_RMS_ERROR
+            positions = np.arange(len(prompt) - 1, len(answer) - 1)  # the logits that chose each answer token
+            chosen = actual[positions].argmax(-1)
+            regret = expected[positions].max(-1) - expected[positions, chosen]
+            assert regret.max() < Q8_0_REGRET, regret
+            agreements += list(chosen == expected[positions].argmax(-1))
     finally:
         llm.close()
-    assert clear_choices > 30
+    assert np.mean(agreements) > 0.9
