@@ -165,16 +165,18 @@ def check_engine(request: EngineRequest, actual: str) -> None:
 
     A single process satisfies any request of a one-process launch (there is nothing to shard), and a sharded
     engine satisfies a request for plain data parallelism."""
-    unsupported = "fsdp1" in (request.engine, actual)
-    if not unsupported:
-        if actual == request.engine or (actual == "single" and request.world_size <= 1):
-            return
-        if request.engine in ("single", "ddp") and actual in ("ddp", *SHARDED_ENGINES):
-            return
+    asked = f"This launch asks for {ENGINE_LABELS[request.engine]} ({request.origin})"
+    if "fsdp1" in (request.engine, actual):
+        raise EngineMismatchError(
+            f"{asked}, which wren does not run: {_reason(request, actual)}. {how_to_run('fsdp1')}"
+        )
+    if actual == request.engine or (actual == "single" and request.world_size <= 1):
+        return
+    if request.engine in ("single", "ddp") and actual in ("ddp", *SHARDED_ENGINES):
+        return
     raise EngineMismatchError(
-        f"This launch asks for {ENGINE_LABELS[request.engine]} ({request.origin}) but would run as "
-        f"{ENGINE_LABELS.get(actual, actual)}: {_reason(request, actual)}. "
-        + how_to_run("fsdp1" if unsupported else request.engine)
+        f"{asked} but would run as {ENGINE_LABELS.get(actual, actual)}: {_reason(request, actual)}. "
+        + how_to_run(request.engine)
     )
 
 

@@ -12,7 +12,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from wren_testing.finetune import copy_digits_records, save_tiny_base, write_jsonl
-from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
+from wren_testing.training import launch_two_cpu_processes, read_metrics, tiny_pretrain_settings, train_losses
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
 from wrenlm.training.pretrain_cli import accelerate_config_path
@@ -23,6 +23,20 @@ WORKER = Path(__file__).with_name("pretrain_worker.py")
 FSDP_LAUNCH = ("--config_file", str(accelerate_config_path("fsdp")))
 # Steps 1-8, checkpoints at 4 and 8; the kill lands after step 6, between two checkpoints.
 COMMON = {"max_steps": 8, "save_every": 4, "eval_every": 4, "keep_last": 3}
+
+
+@pytest.fixture(scope="module")
+def single_run(corpus_dir, tokenizer_dir, tmp_path_factory) -> Path:
+    """The 1-process reference with the FSDP runs' global batch (8 = 2 processes x 4)."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    output_dir = tmp_path_factory.mktemp("single")
+    settings = tiny_pretrain_settings(corpus_dir, tokenizer_dir, output_dir, per_device_batch_size=8, **COMMON)
+    run_pretraining(apply_overrides(PretrainConfig(), settings))
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    return output_dir
 
 
 def _fsdp_run(settings: dict, *extra: str):
@@ -39,21 +53,19 @@ def _assert_same_weights(a: dict, b: dict, **tolerance) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_fsdp_shards_and_matches_one_process(tiny_settings, tmp_path):
-    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=8, **COMMON)
-    run_pretraining(apply_overrides(PretrainConfig(), single))
+def test_fsdp_shards_and_matches_one_process(tiny_settings, single_run, tmp_path):
     fsdp = tiny_settings(output_dir=tmp_path / "fsdp", per_device_batch_size=4, **COMMON)
     launched = _fsdp_run(fsdp, "--dump-shards", str(tmp_path / "shards"))
     assert launched.returncode == 0, launched.stderr[-4000:]
 
     # Same losses, validation and final weights as one process with the same global batch.
-    one, two = train_losses(tmp_path / "single"), train_losses(tmp_path / "fsdp")
+    one, two = train_losses(single_run), train_losses(tmp_path / "fsdp")
     assert list(two) == list(range(1, 9))
     assert [two[s] for s in two] == pytest.approx([one[s] for s in one], rel=1e-5)
     results = json.loads((tmp_path / "fsdp" / "train_results.json").read_text())
-    single_results = json.loads((tmp_path / "single" / "train_results.json").read_text())
+    single_results = json.loads((single_run / "train_results.json").read_text())
     assert results["validation_loss"] == pytest.approx(single_results["validation_loss"], rel=1e-5)
-    single_weights = load_file(tmp_path / "single" / "model.safetensors")
+    single_weights = load_file(single_run / "model.safetensors")
     _assert_same_weights(single_weights, load_file(tmp_path / "fsdp" / "model.safetensors"), rtol=1e-4, atol=1e-5)
 
     # Each rank holds half of every parameter and of its optimizer state (DTensor local shards, dim 0).
@@ -88,9 +100,7 @@ def test_fsdp_shards_and_matches_one_process(tiny_settings, tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_fsdp_kill_and_rerun_gives_the_uninterrupted_run(tiny_settings, tmp_path):
-    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=8, **COMMON)
-    run_pretraining(apply_overrides(PretrainConfig(), single))
+def test_fsdp_kill_and_rerun_gives_the_uninterrupted_run(tiny_settings, single_run, tmp_path):
     fsdp = tiny_settings(output_dir=tmp_path / "fsdp", per_device_batch_size=4, **COMMON)
 
     killed = _fsdp_run(fsdp, "--kill-after-step", "6")
@@ -101,11 +111,11 @@ def test_fsdp_kill_and_rerun_gives_the_uninterrupted_run(tiny_settings, tmp_path
 
     rerun = _fsdp_run(fsdp)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    one, two = train_losses(tmp_path / "single"), train_losses(tmp_path / "fsdp")
+    one, two = train_losses(single_run), train_losses(tmp_path / "fsdp")
     assert list(two) == list(range(1, 9))
     assert [two[s] for s in two] == pytest.approx([one[s] for s in one], rel=1e-5)
     _assert_same_weights(
-        load_file(tmp_path / "single" / "model.safetensors"),
+        load_file(single_run / "model.safetensors"),
         load_file(tmp_path / "fsdp" / "model.safetensors"),
         rtol=1e-4,
         atol=1e-5,
