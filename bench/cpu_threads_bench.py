@@ -25,7 +25,8 @@ SETTINGS = [  # (torch threads, OMP_WAIT_POLICY or None for the OpenMP default)
 
 
 def worker(steps: int, batch: int, seq: int, nice: int) -> None:
-    """Answer each "THREADS" line on stdin with a JSON line: tokens/s of `steps` training steps at that many threads."""
+    """Answer each "THREADS" line on stdin with a JSON line: tokens/s of `steps` training steps at that many
+    threads."""
     os.nice(nice)  # before torch starts its threads, which inherit it
     import torch
 

@@ -60,15 +60,14 @@ def worker(settings: dict) -> None:
     import torch
 
     torch.set_num_threads(settings["threads"])
+    from bench.model_bench import _release_freed_memory, _reset_peak_rss, _rss_bytes
+    from wrenlm import WrenForCausalLM
     from wrenlm.configuration import preset_config
     from wrenlm.training.accelerator import make_accelerator
     from wrenlm.training.callbacks import TrainerCallback
     from wrenlm.training.config import TrainingConfig
     from wrenlm.training.engine_check import local_tensor, rank_state_bytes
     from wrenlm.training.trainer import Trainer
-
-    from bench.model_bench import _release_freed_memory, _reset_peak_rss, _rss_bytes
-    from wrenlm import WrenForCausalLM
 
     before_model = _rss_bytes("VmRSS")
     config = TrainingConfig(
@@ -256,7 +255,8 @@ def main(argv=None) -> None:
     settings = {
         key: getattr(args, key)
         for key in (
-            "preset", "layers", "batch", "seq", "steps", "warmup", "threads", "mixed_precision", "malloc_mmap_threshold"
+            "preset", "layers", "batch", "seq", "steps", "warmup", "threads", "mixed_precision",
+            "malloc_mmap_threshold"
         )
     }  # fmt: skip
     runs = []

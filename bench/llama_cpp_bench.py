@@ -59,7 +59,9 @@ def run(args) -> dict:
     sides = {"wren": None}
     with tempfile.TemporaryDirectory() as folder:
         for outtype in args.types:
-            path = export_gguf(wren, Path(folder) / f"smollm2.{outtype}.gguf", outtype=outtype, tokenizer=tokenizer).path
+            path = export_gguf(
+                wren, Path(folder) / f"smollm2.{outtype}.gguf", outtype=outtype, tokenizer=tokenizer
+            ).path
             sides[f"llama.cpp {outtype}"] = llama_cpp.Llama(
                 str(path),
                 n_ctx=args.prompt + args.new_tokens + 8,
@@ -89,7 +91,7 @@ def run(args) -> dict:
                     speed = llama_cpp_tokens_per_second(sides[name], prompt, args.new_tokens, args.repeats)
                 speeds[name].append(speed)
             print(f"round {round_index + 1}: " + ", ".join(f"{n} {v[-1]:.1f}" for n, v in speeds.items()), flush=True)
-        for name, llm in sides.items():
+        for llm in sides.values():
             if llm is not None:
                 llm.close()
     results["tok_s"] = {
@@ -109,7 +111,8 @@ def format_table(results: dict) -> str:
         (
             f"Machine: {results['machine']}; llama-cpp-python {results['llama_cpp_python']}, "
             f"{results['threads']} threads each; prompt {results['prompt_tokens']} tokens, {results['new_tokens']} "
-            f"new tokens, batch 1, {results['rounds']} rounds; load average (1/5/15 min) before {before}, after {after}"
+            f"new tokens, batch 1, {results['rounds']} rounds; "
+            f"load average (1/5/15 min) before {before}, after {after}"
         ),
         "",
         "| decode tokens/s | best | median | best / Wren best |",
@@ -117,7 +120,9 @@ def format_table(results: dict) -> str:
     ]
     for name, speed in results["tok_s"].items():
         label = "Wren (transformers, fp32)" if name == "wren" else name
-        lines.append(f"| {label} | {speed['best']:.1f} | {speed['median']:.1f} | {speed['best'] / wren['best']:.2f}x |")
+        lines.append(
+            f"| {label} | {speed['best']:.1f} | {speed['median']:.1f} | {speed['best'] / wren['best']:.2f}x |"
+        )
     return "\n".join(lines)
 
 

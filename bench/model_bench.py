@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
 from wrenlm.conversion import convert_to_wren
 from wrenlm.training.compile import compile_for_training
 
@@ -98,7 +99,8 @@ def reference_model(kind: str, sizes: Sizes, seed: int = 0):
     common = {
         "vocab_size": sizes.vocab, "hidden_size": sizes.hidden, "num_hidden_layers": sizes.layers,
         "num_attention_heads": sizes.heads, "num_key_value_heads": sizes.kv_heads,
-        "max_position_embeddings": 4 * sizes.seq, "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": None,
+        "max_position_embeddings": 4 * sizes.seq, "tie_word_embeddings": False, "pad_token_id": 0,
+        "eos_token_id": None,
     }  # fmt: skip
     if kind == "dense":
         return LlamaForCausalLM(LlamaConfig(intermediate_size=sizes.intermediate, **common))
@@ -472,7 +474,8 @@ def format_table(results: dict) -> str:
     lines = [
         (
             f"Machine: {results['machine']}; dtype {results['dtype']}; {results['steps']} timed steps per variant "
-            f"after {results['warmup']} warm-up rounds; {results['load_before']} before, {results['load_after']} after."
+            f"after {results['warmup']} warm-up rounds; "
+            f"{results['load_before']} before, {results['load_after']} after."
         ),
         "",
         format_train_table(results),

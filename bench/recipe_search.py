@@ -120,10 +120,10 @@ def _model_config(settings: dict, vocab_size: int):
 def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
     """Seconds per training token of each distinct shape, timed in alternating rounds in this process."""
     import torch
-    from wrenlm.training.config import PretrainConfig, apply_overrides
-    from wrenlm.training.optim import build_optimizer
 
     from wrenlm import WrenForCausalLM
+    from wrenlm.training.config import PretrainConfig, apply_overrides
+    from wrenlm.training.optim import build_optimizer
 
     torch.set_num_threads(1)
     shapes: dict[str, dict] = {}

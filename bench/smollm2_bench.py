@@ -19,7 +19,6 @@ import statistics
 import time
 
 import torch
-
 from transformers import DynamicCache
 
 from wrenlm.conversion import convert_to_wren

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
+
 from wrenlm.tokenization import tokenizer_from_bpe, train_bpe, train_bpe_from_counts
 from wrenlm.tokenization.bpe_trainer import BPEModel
 from wrenlm.tokenization.pretokenization import count_pretokens, plan_blocks, resolve_input_files

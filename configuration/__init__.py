@@ -3,4 +3,4 @@
 from .configuration_wren import SUPPORTED_ROPE_TYPES, WrenConfig
 from .presets import PRESETS, preset_config
 
-__all__ = ["WrenConfig", "PRESETS", "preset_config", "SUPPORTED_ROPE_TYPES"]
+__all__ = ["PRESETS", "SUPPORTED_ROPE_TYPES", "WrenConfig", "preset_config"]

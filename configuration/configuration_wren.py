@@ -237,4 +237,4 @@ class WrenConfig(PreTrainedConfig):
         super().validate_rope()
 
 
-__all__ = ["WrenConfig", "SUPPORTED_ROPE_TYPES"]
+__all__ = ["SUPPORTED_ROPE_TYPES", "WrenConfig"]

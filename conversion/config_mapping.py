@@ -7,6 +7,7 @@ naming it, so a conversion is either exact or refused.
 
 from copy import deepcopy
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import (
     LlamaConfig,
     MistralConfig,
@@ -16,7 +17,6 @@ from transformers import (
     Qwen3Config,
     Qwen3MoeConfig,
 )
-from huggingface_hub.errors import StrictDataclassError
 from transformers.utils import logging
 
 from ..configuration import WrenConfig
@@ -226,8 +226,9 @@ def _moe_fields_to_wren(hf_config, model_type: str) -> dict:
     step = hf_config.decoder_sparse_step
     dense_only = set(hf_config.mlp_only_layers or [])
     sparse = [i for i in range(num_layers) if i not in dense_only and (i + 1) % step == 0]
-    first_k, interval = _moe_layout(sparse, num_layers, model_type, f"decoder_sparse_step={step}, "
-                                    f"mlp_only_layers={sorted(dense_only)}")
+    first_k, interval = _moe_layout(
+        sparse, num_layers, model_type, f"decoder_sparse_step={step}, mlp_only_layers={sorted(dense_only)}"
+    )
     fields.update(
         num_experts=hf_config.num_experts,
         moe_intermediate_size=hf_config.moe_intermediate_size,
@@ -328,9 +329,7 @@ def config_from_wren(wren_config: WrenConfig, target: str | None = None) -> PreT
     if target is None:
         target = default_target(wren_config)
     if target not in TARGET_MODEL_TYPES:
-        raise UnsupportedConversionError(
-            f"Unknown target {target!r}; choose one of: {', '.join(TARGET_MODEL_TYPES)}."
-        )
+        raise UnsupportedConversionError(f"Unknown target {target!r}; choose one of: {', '.join(TARGET_MODEL_TYPES)}.")
     obstacles = target_obstacles(wren_config, target)
     if obstacles:
         raise UnsupportedConversionError(

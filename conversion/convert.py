@@ -126,9 +126,7 @@ def convert_from_wren(
     wren = load_causal_lm(model_or_path, dtype=dtype)
     hf_config = config_from_wren(wren.config, target)
     model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(hf_config)]
-    state_dict = state_dict_from_wren(
-        wren.state_dict(), expected_shapes(model_class, hf_config), hf_config.model_type
-    )
+    state_dict = state_dict_from_wren(wren.state_dict(), expected_shapes(model_class, hf_config), hf_config.model_type)
     model = build_model(
         model_class,
         hf_config,

@@ -88,7 +88,7 @@ def build_demo(
     *,
     label: str = "",
     concurrency: int = DEFAULT_CONCURRENCY,
-    defaults: SamplingSettings = SamplingSettings(),
+    defaults: SamplingSettings = SamplingSettings(),  # noqa: B008 - a frozen dataclass, never mutated
 ) -> gr.Blocks:
     """The Blocks app with its queue set up to serve `concurrency` requests at once; `defaults` preset the controls."""
     app = ChatApp(model, tokenizer)

@@ -16,7 +16,8 @@ from .upload import ensure_repo, fetch_remote_file, require_token, upload_checkp
 
 
 def check_before_load(pretrained_model_name_or_path, subfolder: str | None = None) -> None:
-    """Name a missing or corrupt weight file of a local checkpoint folder (safetensors would fail without naming it)."""
+    """Name a missing or corrupt weight file of a local checkpoint folder (safetensors would fail without
+    naming it)."""
     if pretrained_model_name_or_path is None:
         return
     folder = Path(pretrained_model_name_or_path, subfolder or "")

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from wren_testing.finetune import chat, copy_digits_records, save_tiny_base, write_jsonl
 from wren_testing.gguf import tiny_llama, write_llama_gguf, write_wheel
 from wren_testing.training import TINY_MODEL, build_tokenizer, make_document
-
 from wrenlm.cli import COMMANDS
 from wrenlm.cli import main as wren_main
 from wrenlm.paths import OUTPUT_MARKER_FILE
@@ -492,7 +492,10 @@ TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
         lambda ws: (eval_args(ws, model_with(ws, config__json=BINARY)), "config.json"), NOT_JSON
     ),
     ("eval", "non-utf8"): Refused(
-        lambda ws: (["--model", ws.assets.model_dir, "--seq-len", "64", "--data", ws.file("latin.txt", LATIN1)], "latin.txt"),
+        lambda ws: (
+            ["--model", ws.assets.model_dir, "--seq-len", "64", "--data", ws.file("latin.txt", LATIN1)],
+            "latin.txt",
+        ),
         "UTF-8",
     ),
     ("eval", "truncated"): Refused(

@@ -196,9 +196,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
         kind = "TOML" if path.suffix.lower() == ".toml" else "YAML"
         raise ValueError(f"Config file {path} is not valid {kind}{at}: {problem}.") from None
     if not isinstance(values, dict):
-        raise ValueError(  # noqa: TRY004 - a user error: the CLI reports ValueError in one line
-            f"Config file {path} must hold a mapping of settings, got {type(values).__name__}."
-        )
+        raise ValueError(f"Config file {path} must hold a mapping of settings, got {type(values).__name__}.")
     return values
 
 

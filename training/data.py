@@ -77,6 +77,7 @@ def load_documents(
     the first time), or nothing / ``"shakespeare"`` for the default corpus.
     """
     import datasets
+
     from wrenlm.tokenization.pretokenization import check_utf8_files
 
     inputs = list(inputs or [])
@@ -221,7 +222,7 @@ def token_char_table(tokenizer) -> np.ndarray | None:
     byte_of = {char: byte for byte, char in bytes_to_unicode().items()}
     vocab = tokenizer.backend_tokenizer.get_vocab(with_added_tokens=True)
     special = set(getattr(tokenizer, "all_special_ids", []))
-    added = {token for token in tokenizer.get_added_vocab()}
+    added = set(tokenizer.get_added_vocab())
     table = np.zeros(max(vocab.values()) + 1, dtype=np.int64)
     for token, index in vocab.items():
         if index in special:

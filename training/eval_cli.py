@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="score only the first N blocks/conversations (0: all)")
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (None: cuda when available)")
     parser.add_argument(
-        "--cpu-threads", type=int, default=0, help="PyTorch CPU threads (0: the usable cores, fewer when others are busy)"
+        "--cpu-threads",
+        type=int,
+        default=0,
+        help="PyTorch CPU threads (0: the usable cores, fewer when others are busy)",
     )
 
 

@@ -76,7 +76,9 @@ class FinetuneConfig(TrainingConfig):
         if self.optimizer != "adamw":
             # LoRA's A/B factors are 2-D, but Muon would orthogonalise each factor's update, not their product's,
             # and alpha/r is calibrated for Adam-style updates: adapters keep AdamW (docs/fine-tuning.md).
-            raise ValueError(f"`wren finetune` trains LoRA adapters with AdamW only; got --optimizer {self.optimizer}.")
+            raise ValueError(
+                f"`wren finetune` trains LoRA adapters with AdamW only; got --optimizer {self.optimizer}."
+            )
         if self.lora_r <= 0 or self.lora_alpha <= 0:
             raise ValueError(f"`lora_r` and `lora_alpha` must be positive, got {self.lora_r} and {self.lora_alpha}.")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -247,7 +249,8 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         f"on {sorted(peft_model.peft_config['default'].target_modules)}"
         + (f" + {peft_model.peft_config['default'].target_parameters}" if lora_config.target_parameters else "")
         + f": {trainable:,} trainable of {total:,} parameters; {accelerator.num_processes} process(es) on "
-        f"{accelerator.device}{_cpu_threads_note(accelerator)}.\nTraining {config.max_steps} steps x {trainer.global_batch_size} conversations.",
+        f"{accelerator.device}{_cpu_threads_note(accelerator)}.\n"
+        f"Training {config.max_steps} steps x {trainer.global_batch_size} conversations.",
     )
     state = trainer.train()
     adapter_model = trainer.unwrapped_model
@@ -275,7 +278,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         metrics = trainer.evaluate(periodic=False, samples=False) if eval_rows else {}
         results.update({k.replace("eval_full/", "eval_"): v for k, v in metrics.items()})
         results.update({f"eval_{k}": v for k, v in exact_match.last.items()} if exact_match else {})
-    except Exception as error:  # noqa: BLE001 - raised again once the results are written
+    except Exception as error:
         failure = error
         results["error"] = f"final evaluation failed: {type(error).__name__}: {error}"
     if accelerator.is_main_process:

@@ -214,7 +214,10 @@ def check_optimizer_engine(config, accelerator) -> None:
     """Muon orthogonalises whole matrices: refuse the engines that shard or flatten them (no silent fallback)."""
     from accelerate.utils import DistributedType
 
-    if config.optimizer == "muon" and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if config.optimizer == "muon" and accelerator.distributed_type in (
+        DistributedType.FSDP,
+        DistributedType.DEEPSPEED,
+    ):
         raise ValueError(
             f"--optimizer muon runs on one process or under DDP, not under {accelerator.distributed_type.value}, "
             "which shards the matrices Muon orthogonalises; use --optimizer adamw there."

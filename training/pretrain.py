@@ -25,8 +25,8 @@ from .data import build_lm_datasets, load_documents, split_documents
 from .engine_check import planned_engine
 from .fsdp import gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
-from .optim import describe_optimizer
 from .nodes import NodeLayout, check_sharded_checkpoints
+from .optim import describe_optimizer
 from .tracking import METRICS_FILE
 from .trainer import Trainer
 from .validation import check_sample_prompts, generate_text
@@ -100,9 +100,9 @@ def model_config(config: PretrainConfig, tokenizer=None):
     """The `WrenConfig` the run trains: the preset, `config.model` on top, the tokenizer's vocabulary and special
     tokens. Without a tokenizer (`config.vocab_size` stands in), it checks the model settings before any work."""
     from huggingface_hub.errors import StrictDataclassError
-    from wrenlm.configuration import PRESETS
 
     from wrenlm import preset_config
+    from wrenlm.configuration import PRESETS
 
     overrides = dict(config.model)
     vocab_size = len(tokenizer) if tokenizer is not None else config.vocab_size

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = config_from_args(args, PretrainConfig)
 
-    from .corpus import CorpusUnavailableError
     from ..cpu_threads import apply_cpu_threads
+    from .corpus import CorpusUnavailableError
     from .pretrain import run_pretraining
 
     apply_cpu_threads(config.cpu_threads)

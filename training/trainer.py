@@ -8,7 +8,8 @@
 
 The loop: gradient accumulation (`accelerator.accumulate`), mixed precision where the hardware has it,
 gradient clipping, AdamW with weight-decay groups or Muon + AdamW (`config.optimizer`; or caller-given
-groups), warmup + cosine or warmup-stable-decay (or a caller-given scheduler), optional gradient checkpointing, periodic evaluation with sample generations,
+groups), warmup + cosine or warmup-stable-decay (or a caller-given scheduler), optional gradient
+checkpointing, periodic evaluation with sample generations,
 a tqdm bar on the main process, and rotating checkpoints from which `train()` continues exactly (the
 data order is a function of (seed, epoch) and the consumed batches are skipped; model/optimizer/
 scheduler/RNG states come from `accelerator.save_state`). The parts live in their own modules:

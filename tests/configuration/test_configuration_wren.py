@@ -5,8 +5,8 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig
 
 import wrenlm
-from wrenlm import PRESETS, WrenConfig, preset_config
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+from wrenlm import PRESETS, WrenConfig, preset_config
 
 
 def test_defaults_fill_derived_fields():
@@ -54,8 +54,14 @@ def test_invalid_values_raise_errors_naming_the_field(overrides, field):
 
 def test_rope_scaling_variants_validate_through_transformers():
     WrenConfig(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4})
-    WrenConfig(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4,
-                                "original_max_position_embeddings": 1024})
+    WrenConfig(
+        rope_parameters={
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "rope_theta": 1e4,
+            "original_max_position_embeddings": 1024,
+        }
+    )
     with pytest.raises(KeyError, match="factor"):
         WrenConfig(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4})
 

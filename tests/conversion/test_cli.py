@@ -9,12 +9,20 @@ from wrenlm.cli import main
 
 
 def test_convert_to_wren_and_back(tmp_path, capsys):
-    hf = parity.build_hf(Qwen3MoeConfig, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
-                         num_hidden_layers=4, decoder_sparse_step=2)
+    hf = parity.build_hf(
+        Qwen3MoeConfig,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=24,
+        num_hidden_layers=4,
+        decoder_sparse_step=2,
+    )
     hf.save_pretrained(tmp_path / "hf")
 
-    assert main(["convert", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "wren"),
-                 "--max-shard-size", "30KB"]) == 0
+    assert (
+        main(["convert", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "wren"), "--max-shard-size", "30KB"])
+        == 0
+    )
     assert "qwen3_moe -> Wren (MoE, 4 experts" in capsys.readouterr().out
     assert (tmp_path / "wren" / "model.safetensors.index.json").is_file()
     wren = AutoModelForCausalLM.from_pretrained(tmp_path / "wren", attn_implementation="eager")
@@ -30,12 +38,27 @@ def test_convert_to_wren_and_back(tmp_path, capsys):
 def test_target_and_dtype_options(tmp_path):
     hf = parity.build_hf(LlamaConfig)
     hf.save_pretrained(tmp_path / "hf")
-    assert main(["convert", "--from", str(tmp_path / "hf"), "--out", str(tmp_path / "wren"), "--to", "wren",
-                 "--dtype", "float16"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "--from",
+                str(tmp_path / "hf"),
+                "--out",
+                str(tmp_path / "wren"),
+                "--to",
+                "wren",
+                "--dtype",
+                "float16",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "wren" / "config.json").read_text())["dtype"] == "float16"
 
-    assert main(["convert", "--from", str(tmp_path / "wren"), "--out", str(tmp_path / "mistral"),
-                 "--to", "mistral"]) == 0
+    assert (
+        main(["convert", "--from", str(tmp_path / "wren"), "--out", str(tmp_path / "mistral"), "--to", "mistral"]) == 0
+    )
     assert json.loads((tmp_path / "mistral" / "config.json").read_text())["model_type"] == "mistral"
 
 

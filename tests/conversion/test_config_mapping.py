@@ -12,9 +12,8 @@ from transformers import (
     Qwen3Config,
     Qwen3MoeConfig,
 )
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
-from wren_testing import parity
+from wren_testing import parity, tiny_config_kwargs, tiny_moe_config_kwargs
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.conversion import (
     UnsupportedConversionError,
@@ -25,8 +24,15 @@ from wrenlm.conversion import (
     default_target,
 )
 
-SIZES = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=64)
+SIZES = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
 MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24)
 
 
@@ -34,18 +40,46 @@ MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24)
 # HF -> Wren field mapping
 def test_every_common_field_is_carried_over():
     source = LlamaConfig(
-        **SIZES, hidden_act="gelu", rms_norm_eps=1e-5, initializer_range=0.05, attention_dropout=0.1,
-        tie_word_embeddings=True, pad_token_id=5, bos_token_id=6, eos_token_id=[7, 8], use_cache=False,
+        **SIZES,
+        hidden_act="gelu",
+        rms_norm_eps=1e-5,
+        initializer_range=0.05,
+        attention_dropout=0.1,
+        tie_word_embeddings=True,
+        pad_token_id=5,
+        bos_token_id=6,
+        eos_token_id=[7, 8],
+        use_cache=False,
         rope_parameters={"rope_type": "linear", "factor": 3.0, "rope_theta": 5e5},
     )
     wren = config_to_wren(source)
-    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                 "num_key_value_heads", "head_dim", "max_position_embeddings", "hidden_act", "rms_norm_eps",
-                 "initializer_range", "attention_dropout", "tie_word_embeddings", "pad_token_id", "bos_token_id",
-                 "eos_token_id", "use_cache", "rope_parameters"):
+    for name in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "hidden_act",
+        "rms_norm_eps",
+        "initializer_range",
+        "attention_dropout",
+        "tie_word_embeddings",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "use_cache",
+        "rope_parameters",
+    ):
         assert getattr(wren, name) == getattr(source, name), name
     assert (wren.qk_norm, wren.attention_bias, wren.mlp_bias, wren.sliding_window, wren.num_experts) == (
-        False, False, False, None, 0,
+        False,
+        False,
+        False,
+        None,
+        0,
     )
 
 
@@ -79,14 +113,16 @@ def test_qwen3_moe_layer_layout(layout, expected):
     wren = config_to_wren(source)
     assert (wren.first_k_dense_layers, wren.moe_layer_interval) == expected
     hf_sparse = [
-        i for i in range(source.num_hidden_layers)
+        i
+        for i in range(source.num_hidden_layers)
         if i not in source.mlp_only_layers and (i + 1) % source.decoder_sparse_step == 0
     ]
     assert [i for i in range(wren.num_hidden_layers) if wren.is_moe_layer(i)] == hf_sparse
     # ...and back: the same MoE layers.
     back = config_from_wren(wren, "qwen3_moe")
     assert [
-        i for i in range(back.num_hidden_layers)
+        i
+        for i in range(back.num_hidden_layers)
         if i not in back.mlp_only_layers and (i + 1) % back.decoder_sparse_step == 0
     ] == hf_sparse
 
@@ -100,21 +136,45 @@ def test_qwen3_moe_layer_layout(layout, expected):
         (Gemma2Config, dict(), "gemma2.*softcapping"),
         (LlamaConfig, dict(attn_logit_softcapping=1.0), "attention logit softcapping"),
         (Qwen3Config, dict(final_logit_softcapping=30.0), "final logit softcapping"),
-        (Qwen2Config, dict(use_sliding_window=True, sliding_window=8, max_window_layers=1),
-         r"sliding-window attention on some layers only \(layers \[1, 2\]"),
-        (Qwen3Config, dict(use_sliding_window=True, sliding_window=8, max_window_layers=2),
-         "sliding-window attention on some layers only"),
-        (LlamaConfig, dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}),
-         "partial rotary"),
-        (Qwen3MoeConfig, dict(**MOE, num_hidden_layers=4, mlp_only_layers=[2]),
-         r"MoE layers \[0, 1, 3\].*not 'the first k layers dense"),
+        (
+            Qwen2Config,
+            dict(use_sliding_window=True, sliding_window=8, max_window_layers=1),
+            r"sliding-window attention on some layers only \(layers \[1, 2\]",
+        ),
+        (
+            Qwen3Config,
+            dict(use_sliding_window=True, sliding_window=8, max_window_layers=2),
+            "sliding-window attention on some layers only",
+        ),
+        (
+            LlamaConfig,
+            dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}),
+            "partial rotary",
+        ),
+        (
+            Qwen3MoeConfig,
+            dict(**MOE, num_hidden_layers=4, mlp_only_layers=[2]),
+            r"MoE layers \[0, 1, 3\].*not 'the first k layers dense",
+        ),
         (Qwen3MoeConfig, dict(**MOE, decoder_sparse_step=5), "no layer is a MoE layer"),
-        (Qwen3MoeConfig, dict(num_experts=4, moe_intermediate_size=24, num_experts_per_tok=8),
-         "(?s)not a valid Wren config.*num_experts_per_tok"),
+        (
+            Qwen3MoeConfig,
+            dict(num_experts=4, moe_intermediate_size=24, num_experts_per_tok=8),
+            "(?s)not a valid Wren config.*num_experts_per_tok",
+        ),
     ],
-    ids=["qwen2_moe", "gemma2", "softcapping_attr", "final_softcapping_attr", "qwen2_partial_sliding",
-         "qwen3_partial_sliding",
-         "partial_rotary", "qwen3_moe_irregular_layout", "qwen3_moe_no_moe_layer", "top_k_above_experts"],
+    ids=[
+        "qwen2_moe",
+        "gemma2",
+        "softcapping_attr",
+        "final_softcapping_attr",
+        "qwen2_partial_sliding",
+        "qwen3_partial_sliding",
+        "partial_rotary",
+        "qwen3_moe_irregular_layout",
+        "qwen3_moe_no_moe_layer",
+        "top_k_above_experts",
+    ],
 )
 def test_unsupported_sources_are_refused(config_class, overrides, match):
     source = config_class(**{**SIZES, **overrides})
@@ -159,9 +219,21 @@ def test_default_target(overrides, target):
     assert hf_config.model_type == target
     # Converting back gives the same architecture.
     again = config_to_wren(hf_config)
-    for name in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim", "qk_norm", "sliding_window",
-                 "num_experts", "first_k_dense_layers", "moe_layer_interval", "norm_topk_prob", "rope_parameters",
-                 "tie_word_embeddings", "eos_token_id"):
+    for name in (
+        "hidden_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "qk_norm",
+        "sliding_window",
+        "num_experts",
+        "first_k_dense_layers",
+        "moe_layer_interval",
+        "norm_topk_prob",
+        "rope_parameters",
+        "tie_word_embeddings",
+        "eos_token_id",
+    ):
         assert getattr(again, name) == getattr(config, name), name
 
 
@@ -174,8 +246,11 @@ def test_default_target(overrides, target):
         (dict(attention_bias=True), "qwen2", "o_proj bias"),
         (dict(mlp_bias=True), "qwen2", "mlp_bias=True"),
         (dict(sliding_window=8), "llama", "Llama has no sliding-window attention"),
-        (dict(hidden_size=36, num_attention_heads=8, num_key_value_heads=2, head_dim=8), "llama",
-         "not a multiple of num_attention_heads"),
+        (
+            dict(hidden_size=36, num_attention_heads=8, num_key_value_heads=2, head_dim=8),
+            "llama",
+            "not a multiple of num_attention_heads",
+        ),
         (dict(), "mixtral", "it is dense"),
         (dict(**MOE), "llama", "Mixture-of-Experts layers"),
         (dict(**MOE, norm_topk_prob=False), "mixtral", "norm_topk_prob=False"),

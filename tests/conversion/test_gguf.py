@@ -5,13 +5,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from wren_testing.gguf import EOS_ID, IM_END_ID, expected_loaded_weights, tiny_llama, write_llama_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, GgufConfig
 
 from wren_testing import parity
+from wren_testing.gguf import EOS_ID, IM_END_ID, expected_loaded_weights, tiny_llama, write_llama_gguf
 from wrenlm.cli import main
 from wrenlm.conversion import UnsupportedConversionError, convert_to_wren
 from wrenlm.conversion import gguf as gguf_conversion
+from wrenlm.conversion.checkpoint_io import reject_quantized
 from wrenlm.conversion.gguf import (
     GGUFFileError,
     GGUFPackageMissingError,
@@ -21,7 +22,6 @@ from wrenlm.conversion.gguf import (
     gguf_card_metadata,
     load_gguf,
 )
-from wrenlm.conversion.checkpoint_io import reject_quantized
 from wrenlm.conversion.tokenizer_conversion import first_difference
 from wrenlm.tokenization import WrenTokenizer
 

@@ -18,14 +18,14 @@ from gguf import GGMLQuantizationType, GGUFReader, quants
 from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
-from wrenlm.hub import write_model_card
+
+from wrenlm.cli import main
 from wrenlm.conversion import UnsupportedConversionError
 from wrenlm.conversion.gguf import convert_gguf_to_wren, gguf_card_metadata, read_gguf_metadata
 from wrenlm.conversion.gguf_export import export_gguf
 from wrenlm.conversion.gguf_vocab import portable_chat_template
+from wrenlm.hub import write_model_card
 from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE
-
-from wrenlm.cli import main
 
 READABLE_BY_TRANSFORMERS = ("dense", "qkv_bias", "qk_norm", "qwen3_moe")
 _KINDS = {"f16": GGMLQuantizationType.F16, "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}

@@ -10,6 +10,7 @@ import json
 import pytest
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from wren_testing import parity
 from wren_testing.gguf import (
     CHAT_TEMPLATE,
@@ -21,12 +22,11 @@ from wren_testing.gguf import (
     write_llama_gguf,
     write_wheel,
 )
+from wrenlm.cli import main
 from wrenlm.conversion import gguf as gguf_conversion
 from wrenlm.conversion import packaged
 from wrenlm.conversion.gguf import load_gguf
 from wrenlm.conversion.packaged import SMOLLM2, CorruptPackageError, import_packaged_model, locate_gguf
-
-from wrenlm.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from wren_testing.demo import MARKDOWN_PIECES, REPLY_PIECES, CountingStreamer, scripted_model
 from wrenlm.tokenization import WrenTokenizer
 

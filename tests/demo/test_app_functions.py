@@ -5,8 +5,10 @@ from pathlib import Path
 import gradio as gr
 import pytest
 import torch
-from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, scripted_model, wait_until
 from peft import LoraConfig, get_peft_model
+
+from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, scripted_model, wait_until
+from wrenlm.cli import main as wren
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR
 from wrenlm.demo import ChatApp, SamplingSettings, default_model, fit_to_context, load_chat_model, stream_generate
 from wrenlm.demo.app import NOTICE_TITLE
@@ -14,8 +16,6 @@ from wrenlm.demo.rendering import reply_html, reply_text
 from wrenlm.tokenization import WrenTokenizer
 from wrenlm.tokenization.special_tokens import stop_token_ids
 from wrenlm.training.defaults import DEFAULT_OUTPUT_DIR
-
-from wrenlm.cli import main as wren
 
 
 def _chat(app, message="Hail!", history=(), system="", temperature=0.0, max_new_tokens=64):

@@ -6,6 +6,7 @@
 from pathlib import Path
 
 import pytest
+
 from wren_testing.demo import MARKDOWN_REPLY, REPLY, generation_threads, wait_until
 from wrenlm.demo import SamplingSettings
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from wren_testing.demo import generation_threads, wait_until
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR, import_packaged_model
 from wrenlm.demo import ChatApp, SamplingSettings, build_demo, load_chat_model

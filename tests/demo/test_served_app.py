@@ -2,9 +2,9 @@
 
 import time
 
-from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, wait_until
 from gradio_client import Client
 
+from wren_testing.demo import REPLY, SHOWN_REPLY, generation_threads, wait_until
 from wrenlm.demo.rendering import reply_text
 
 CHAT_SETTINGS = ("", 0.0, 0.95, 50)  # system prompt, temperature, top-p, top-k

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from wren_testing.hub import build_model, subprocess_env
 from wrenlm.tokenization import train_tokenizer
 
@@ -13,7 +14,26 @@ from hub_server import HubServer
 
 TOKEN = "hf_wren_test_token"
 USER = "tester"
-WORDS = "thou art my lord and I thy humble servant shall we walk the garden in the morning light".split()
+WORDS = [
+    "thou",
+    "art",
+    "my",
+    "lord",
+    "and",
+    "I",
+    "thy",
+    "humble",
+    "servant",
+    "shall",
+    "we",
+    "walk",
+    "the",
+    "garden",
+    "in",
+    "the",
+    "morning",
+    "light",
+]
 
 
 @pytest.fixture(scope="session")

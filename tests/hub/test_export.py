@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
+
+from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from wrenlm.hub import CheckpointFileError, check_folder, code_export, write_model_card
 from wrenlm.hub.model_card import CARD_MARKER
 from wrenlm.modeling import modeling_wren

@@ -5,6 +5,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
+
 from wrenlm.hub.loading import load_model_and_tokenizer, resolve_model_and_adapter, tokenizer_source
 
 

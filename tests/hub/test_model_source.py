@@ -3,9 +3,9 @@
 import time
 
 import pytest
-from wrenlm.hub.loading import check_model_source, load_model_config, looks_local
 
 from wrenlm.cli import main as wren_main
+from wrenlm.hub.loading import check_model_source, load_model_config, looks_local
 
 
 @pytest.mark.parametrize(

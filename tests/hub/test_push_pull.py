@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from huggingface_hub import ModelCard
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
-from wrenlm.hub.model_card import CARD_MARKER
 
+from wren_testing.hub import chat_prompt, greedy_tokens, run_python, subprocess_env
 from wrenlm.cli import main as wren
+from wrenlm.hub.model_card import CARD_MARKER
 
 # The endpoints the server implements: a client calling anything else would get a 404 and fail.
 SERVED = ("/api/repos/create", "/api/validate-yaml", "/preupload/main", "/commit/main", "/resolve/", "/api/models/")
@@ -271,7 +271,8 @@ def test_adapter_push_points_at_the_base_on_the_hub(save_model, hub_tokenizer, h
         import json
         from wrenlm.cli import main
         rcs = [main(["push", {str(base_folder)!r}, "--repo", "tester/wren-base"]),
-               main(["push", {str(adapter_folder)!r}, "--repo", "tester/wren-lora", "--base-model", "tester/wren-base"])]
+               main(["push", {str(adapter_folder)!r}, "--repo", "tester/wren-lora",
+                     "--base-model", "tester/wren-base"])]
         print(json.dumps(rcs))
         """,
         hub_env,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import DynamicCache, StaticCache
 
-from wrenlm import WrenConfig, WrenForCausalLM
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+from wrenlm import WrenConfig, WrenForCausalLM
 
 
 def make_model(config, attn="sdpa", seed=0):

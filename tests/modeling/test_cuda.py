@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.modeling.lm_loss import chunked_causal_lm_loss
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -66,6 +66,7 @@ def test_static_cache_generation_auto_compiles_on_gpu():
 
 def test_training_loss_compiles_on_gpu_by_default_and_matches_plain():
     from transformers.loss.loss_utils import ForCausalLMLoss
+
     from wrenlm.modeling import lm_loss
 
     assert lm_loss.resolve_loss_implementation("auto", torch.device("cuda")) == "auto-compile"

@@ -6,8 +6,8 @@ from transformers import GenerationConfig
 from transformers.generation import CompileConfig
 from transformers.generation.streamers import BaseStreamer
 
-from wrenlm import WrenConfig, WrenForCausalLM
 from wren_testing import tiny_config_kwargs
+from wrenlm import WrenConfig, WrenForCausalLM
 
 
 @pytest.fixture
@@ -62,8 +62,15 @@ def test_top_p_and_low_temperature_collapse_to_greedy(model, prompt):
 
 def test_beam_search_scores_are_true_sequence_logprobs(model, prompt):
     out = model.generate(
-        prompt, max_new_tokens=6, num_beams=4, num_return_sequences=4, do_sample=False, eos_token_id=None,
-        length_penalty=0.0, output_scores=True, return_dict_in_generate=True,
+        prompt,
+        max_new_tokens=6,
+        num_beams=4,
+        num_return_sequences=4,
+        do_sample=False,
+        eos_token_id=None,
+        length_penalty=0.0,
+        output_scores=True,
+        return_dict_in_generate=True,
     )
     assert out.sequences.shape == (4, 11)
     assert len({tuple(seq.tolist()) for seq in out.sequences}) == 4
@@ -108,8 +115,12 @@ def test_torch_compile_with_static_cache_matches_eager(model, prompt):
     compile_config._compile_all_devices = True  # transformers only auto-compiles on accelerators otherwise
     torch._dynamo.reset()
     compiled = model.generate(
-        prompt, max_new_tokens=6, do_sample=False, eos_token_id=None,
-        cache_implementation="static", compile_config=compile_config,
+        prompt,
+        max_new_tokens=6,
+        do_sample=False,
+        eos_token_id=None,
+        cache_implementation="static",
+        compile_config=compile_config,
     )
     assert hasattr(model, "_compiled_call")  # the compiled forward really ran
     assert torch.equal(compiled, expected)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers.loss.loss_utils import ForCausalLMLoss
 
+from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.modeling.lm_loss import chunked_causal_lm_loss
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 
 def reference_and_chunked(hidden, weight, labels, chunk_size, implementation="eager", **kwargs):
@@ -195,7 +195,9 @@ def test_explicit_compile_that_fails_is_an_error(monkeypatch):
 
     monkeypatch.setattr(lm_loss, "_compiled_chunk", _broken_compiler)
     hidden, weight = torch.randn(1, 6, 8), torch.randn(10, 8)
-    with pytest.raises(RuntimeError, match="loss_implementation='compile': torch.compile failed .*no C\\+\\+ compiler"):
+    with pytest.raises(
+        RuntimeError, match="loss_implementation='compile': torch.compile failed .*no C\\+\\+ compiler"
+    ):
         chunked_causal_lm_loss(hidden, weight, torch.randint(0, 10, (1, 6)), implementation="compile")
 
 
@@ -223,7 +225,9 @@ def test_liger_backend_gets_summed_targets_and_is_normalised_here(monkeypatch, n
 
     def fake_liger(hidden, weight, target, ignore_index=-100, reduction="mean"):
         calls.append((reduction, ignore_index))
-        return torch.nn.functional.cross_entropy(hidden @ weight.T, target, ignore_index=ignore_index, reduction=reduction)
+        return torch.nn.functional.cross_entropy(
+            hidden @ weight.T, target, ignore_index=ignore_index, reduction=reduction
+        )
 
     functional = types.ModuleType("liger_kernel.transformers.functional")
     functional.liger_fused_linear_cross_entropy = fake_liger

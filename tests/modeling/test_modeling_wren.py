@@ -7,10 +7,10 @@ import torch
 from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from wrenlm import WrenConfig, WrenForCausalLM, WrenModel
-from wrenlm.modeling.moe import WrenSparseMoeBlock
-from wrenlm.modeling.mlp import WrenMLP
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+from wrenlm import WrenConfig, WrenForCausalLM, WrenModel
+from wrenlm.modeling.mlp import WrenMLP
+from wrenlm.modeling.moe import WrenSparseMoeBlock
 
 
 def make_model(config, seed=0):

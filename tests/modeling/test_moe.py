@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
 
+from wren_testing import HostSyncDetector, tiny_moe_config_kwargs
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.modeling.moe import WrenTopKRouter
 from wrenlm.modeling.router_losses import expert_load, load_balancing_loss, router_losses, router_z_loss
-from wren_testing import HostSyncDetector, tiny_moe_config_kwargs
 
 EXPERTS_IMPLEMENTATIONS = ["eager", "batched_mm", "grouped_mm"]
 
@@ -87,8 +87,9 @@ def test_padding_does_not_count_towards_router_statistics():
     torch.testing.assert_close(changed.z_loss, base.z_loss)
     torch.testing.assert_close(changed.expert_load, base.expert_load)
     # Sanity: the unmasked statistics do depend on those tokens.
-    assert not torch.allclose(model(changed_ids, output_router_logits=True).aux_loss,
-                              model(ids, output_router_logits=True).aux_loss)
+    assert not torch.allclose(
+        model(changed_ids, output_router_logits=True).aux_loss, model(ids, output_router_logits=True).aux_loss
+    )
 
 
 def test_z_loss_and_load_formulas():

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+
 from wrenlm import cpu_threads
 from wrenlm.cpu_threads import apply_cpu_threads, default_cpu_threads, prefer_sleeping_openmp_threads
 
@@ -43,7 +44,9 @@ def test_wait_policy_is_set_only_for_wren_commands_before_torch_loads(monkeypatc
 
 def test_a_wren_process_starts_torch_with_sleeping_threads(tmp_path):
     script = tmp_path / "wren"  # what the console script is called
-    script.write_text("import os, sys\nimport wrenlm\nprint(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n")
+    script.write_text(
+        "import os, sys\nimport wrenlm\nprint(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)\n"
+    )
     env = {key: value for key, value in cpu_threads.os.environ.items() if key != "OMP_WAIT_POLICY"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.split() == ["PASSIVE", "True"]

@@ -22,7 +22,8 @@ loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("peft", "
                 or (name.startswith(("wrenlm.training", "wrenlm.hub", "wrenlm.demo", "wrenlm.conversion"))
                     and name not in SAVE_HOOKS))
 from peft import LoraConfig, get_peft_model
-model = get_peft_model(wrenlm.WrenForCausalLM(wrenlm.WrenConfig(**tiny_config_kwargs())), LoraConfig(task_type="CAUSAL_LM"))
+base = wrenlm.WrenForCausalLM(wrenlm.WrenConfig(**tiny_config_kwargs()))
+model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM"))
 wrapped = sorted({n.split(".lora_A.")[0].rsplit(".", 1)[1] for n, _ in model.named_parameters() if ".lora_A." in n})
 hooks = [type(finder).__name__ for finder in sys.meta_path if "Peft" in type(finder).__name__]
 print(json.dumps({"loaded": loaded, "wrapped": wrapped, "hooks": hooks}))

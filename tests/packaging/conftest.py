@@ -4,6 +4,7 @@ import json
 
 import pytest
 from filelock import FileLock
+
 from wren_testing.packaging import build_distributions, install_wheel
 
 

@@ -11,6 +11,7 @@ import zipfile
 from pathlib import PurePosixPath
 
 from packaging.requirements import Requirement
+
 from wren_testing.packaging import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

@@ -8,10 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from wren_testing.hub import run_python, subprocess_env
 from wren_testing.packaging import REPO, run_checked
 from wren_testing.training import make_document
-
 from wrenlm.cli import COMMANDS
 
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -187,7 +187,8 @@ def test_pretrain_eval_save_reload_and_remote_code(user):
     assert results["global_step"] == 4
 
     user.wren("eval", "--model", "run", "--data", "corpus", "--metric", "perplexity", "bits_per_character",
-              "--limit", "4", "--seq-len", "32", "--device", "cpu", "--cpu-threads", "1", "--out", "eval.json")  # fmt: skip
+              "--limit", "4", "--seq-len", "32", "--device", "cpu", "--cpu-threads", "1",
+              "--out", "eval.json")  # fmt: skip
     metrics = json.loads((user.folder / "eval.json").read_text())["metrics"]
     assert 1 < metrics["perplexity"] < 320 and metrics["bits_per_character"] > 0 and metrics["tokens"] > 0
 

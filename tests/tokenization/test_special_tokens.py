@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from transformers import GenerationConfig
+
 from wrenlm.tokenization import WrenTokenizer
 from wrenlm.tokenization.special_tokens import add_chat_stop_tokens, pad_token_id, stop_token_ids, turn_end_token_ids
 from wrenlm.tokenization.tokenization_wren import EOS_TOKEN, IM_END_TOKEN, PAD_TOKEN

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+
 from wren_testing.training import build_tokenizer, make_document, tiny_pretrain_settings
 
 

@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for wren
 
 # Imported after the thread count is set.
 from peft import get_peft_model
+
 from wren_testing import tiny_config_kwargs
+from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.training.accelerator import make_accelerator
 from wrenlm.training.config import TrainingConfig
 from wrenlm.training.fsdp import TorchFsdp, gathered_root, wren_applies_fsdp
 from wrenlm.training.lora import wren_lora_config
-
-from wrenlm import WrenConfig, WrenForCausalLM
 
 
 def main() -> None:

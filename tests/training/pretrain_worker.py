@@ -20,12 +20,11 @@ import torch
 torch.set_num_threads(1)
 
 # Imported after the thread count is set.
+import wrenlm  # noqa: F401
 from wrenlm.training.accelerator import make_accelerator
 from wrenlm.training.callbacks import TrainerCallback
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
-
-import wrenlm  # noqa: F401
 
 
 class KillAfterStep(TrainerCallback):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
 from wren_testing.training import train_losses
 from wrenlm.training.checkpointing import (
     CheckpointManager,

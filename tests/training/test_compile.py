@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from wren_testing.training import train_losses
+
 from wren_testing import tiny_config_kwargs
+from wren_testing.training import train_losses
 from wrenlm.training.compile import compile_for_training, decoder_blocks
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining

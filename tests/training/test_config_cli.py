@@ -4,11 +4,11 @@ import argparse
 
 import pytest
 import yaml
+
+from wrenlm.cli import main as wren_main
 from wrenlm.training import pretrain_cli
 from wrenlm.training.config import PretrainConfig, config_from_args, parse_set_pairs
 from wrenlm.training.defaults import DEFAULT_OUTPUT_DIR
-
-from wrenlm.cli import main as wren_main
 
 
 def parse(argv):

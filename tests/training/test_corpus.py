@@ -4,9 +4,9 @@ import io
 import tarfile
 
 import pytest
-from wrenlm.training import corpus
 
 from wrenlm.cli import main as wren_main
+from wrenlm.training import corpus
 
 
 def _fake_sdist(path):

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from wrenlm.training.data import (
     EpochSampler,
     build_lm_datasets,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from wren_testing.training import launch_two_cpu_processes
 from wrenlm.training.engine_check import EngineMismatchError, EngineRequest, check_engine, requested_engine
 from wrenlm.training.pretrain_cli import accelerate_config_path

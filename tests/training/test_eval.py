@@ -7,17 +7,17 @@ import re
 import evaluate
 import pytest
 import torch
-from wren_testing.finetune import chat, save_tiny_base, write_jsonl
 from peft import get_peft_model
-from wren_testing.training import make_document
 from transformers import AutoModelForCausalLM, GenerationConfig
+
+from wren_testing.finetune import chat, save_tiny_base, write_jsonl
+from wren_testing.training import make_document
+from wrenlm.cli import main as wren_main
 from wrenlm.training import evaluation
 from wrenlm.training.evaluation import generate_answers, run_evaluation, score_exact_match
 from wrenlm.training.lora import wren_lora_config
 from wrenlm.training.metrics import METRIC_NAMES, metric_path
 from wrenlm.training.tasks import load_task
-
-from wrenlm.cli import main as wren_main
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,18 @@ import re
 
 import pytest
 import torch
-from wren_testing.finetune import chat, copy_digits_records, save_tiny_base, write_jsonl
 from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file
-from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
 from transformers import AutoModelForCausalLM
+
+from wren_testing.finetune import chat, copy_digits_records, save_tiny_base, write_jsonl
+from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
+from wrenlm.cli import main as wren_main
 from wrenlm.training.callbacks import TrainerCallback
 from wrenlm.training.config import apply_overrides
 from wrenlm.training.evaluation import run_evaluation
 from wrenlm.training.finetune import FinetuneConfig, run_finetuning
 from wrenlm.training.finetune_data import ChatDataError, ChatEncoder, read_chat_jsonl
-
-from wrenlm.cli import main as wren_main
 
 IDS = torch.tensor([[5, 9, 17, 33, 2, 64, 70, 11]])
 

@@ -11,13 +11,13 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
+
 from wren_testing.finetune import copy_digits_records, save_tiny_base, write_jsonl
 from wren_testing.training import launch_two_cpu_processes, read_metrics, tiny_pretrain_settings, train_losses
+from wrenlm.cli import main as wren_main
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
 from wrenlm.training.pretrain_cli import accelerate_config_path
-
-from wrenlm.cli import main as wren_main
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
 FSDP_LAUNCH = ("--config_file", str(accelerate_config_path("fsdp")))

@@ -6,14 +6,14 @@ import sys
 
 import pytest
 import torch
-from wren_testing.finetune import save_tiny_base
 from peft import AutoPeftModelForCausalLM, LoraConfig, PeftModel, get_peft_model
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import AutoModelForCausalLM
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
-from wrenlm.training.lora import WREN_EXPERT_PARAMETERS, WREN_LORA_TARGET_MODULES, load_adapter, wren_lora_config
 
 import wrenlm
+from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+from wren_testing.finetune import save_tiny_base
+from wrenlm.training.lora import WREN_EXPERT_PARAMETERS, WREN_LORA_TARGET_MODULES, load_adapter, wren_lora_config
 
 MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 IDS = torch.tensor([[5, 9, 17, 33, 2, 64, 70, 11], [3, 8, 100, 7, 7, 21, 90, 4]])

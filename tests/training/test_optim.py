@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate.utils import DistributedType
+
+import wrenlm
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 from wrenlm.training.config import PretrainConfig, TrainingConfig
 from wrenlm.training.optim import (
@@ -19,8 +21,6 @@ from wrenlm.training.optim import (
     muon_groups,
     weight_decay_groups,
 )
-
-import wrenlm
 
 CONFIGS = [
     tiny_config_kwargs(),
@@ -108,7 +108,11 @@ def test_expert_muon_equals_torch_muon_on_each_expert_matrix():
     ours = ExpertMuon([{"params": [dense, down]}, {"params": [gate_up], "matrix_chunks": 2}], **options)
     reference = torch.optim.Muon([dense_copy, *experts_down, *pieces], **options)
     for _ in range(3):
-        gate_up.grad, down.grad, dense.grad = torch.randn_like(gate_up), torch.randn_like(down), torch.randn_like(dense)
+        gate_up.grad, down.grad, dense.grad = (
+            torch.randn_like(gate_up),
+            torch.randn_like(down),
+            torch.randn_like(dense),
+        )
         for e in range(3):
             pieces[2 * e].grad, pieces[2 * e + 1].grad = gate_up.grad[e].chunk(2)
             experts_down[e].grad = down.grad[e]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import wrenlm  # noqa: F401
 from wren_testing.training import read_metrics, train_losses
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
-
-import wrenlm  # noqa: F401
 
 
 def pretrain(settings: dict, **kwargs) -> dict:
@@ -213,6 +213,7 @@ def test_a_folder_wrenlm_did_not_write_needs_force_and_keeps_its_other_files(tin
 
 def test_a_failing_final_evaluation_keeps_the_model_and_writes_the_results(tiny_settings, monkeypatch):
     from transformers import AutoModelForCausalLM
+
     from wrenlm.training.trainer import Trainer
 
     periodic_evaluate = Trainer.evaluate

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+
 from wrenlm.training.finetune_data import message_problems
 from wrenlm.training.tasks import TASKS, get_task, load_task
 

@@ -7,16 +7,16 @@ import shutil
 import pytest
 import torch
 from peft import get_peft_model
-from wren_testing.training import read_metrics
+
+import wrenlm
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+from wren_testing.training import read_metrics
 from wrenlm.training.callbacks import TrainerCallback
 from wrenlm.training.checkpointing import list_checkpoints
 from wrenlm.training.config import TrainingConfig
 from wrenlm.training.lora import wren_lora_config
 from wrenlm.training.moe import MoeRouterCallback, moe_callbacks
 from wrenlm.training.trainer import Trainer
-
-import wrenlm
 
 RATE = 0.05
 AUX, Z = 0.01, 0.02
@@ -185,7 +185,9 @@ def test_moe_resume_is_exact(tmp_path):
     assert step_two.name == "step-00000002"
     shutil.copytree(step_two, tmp_path / "resumed" / "checkpoints" / step_two.name)
     lines = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
-    (tmp_path / "resumed" / "metrics.jsonl").write_text("".join(l + "\n" for l in lines if json.loads(l)["step"] <= 2))
+    (tmp_path / "resumed" / "metrics.jsonl").write_text(
+        "".join(line + "\n" for line in lines if json.loads(line)["step"] <= 2)
+    )
     resumed = Trainer(
         moe_model(seed=9), loop_config(tmp_path / "resumed", **config), blocks(), callbacks=[MoeRouterCallback()]
     )

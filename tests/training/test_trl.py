@@ -4,9 +4,9 @@ import pytest
 import torch
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 import wrenlm
+from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 
 TEXTS = ["KING. thou art my lord and I thy humble servant", "QUEEN. shall we walk the garden in the morning light"]
 CHATS = [

@@ -5,9 +5,11 @@ import math
 import evaluate
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+
+import wrenlm
 from wren_testing.finetune import save_tiny_base
 from wren_testing.training import make_document
-from transformers import AutoModelForCausalLM
 from wrenlm.training import bits_per_character as public_bits_per_character
 from wrenlm.training.config import TrainingConfig
 from wrenlm.training.data import build_eval_blocks, load_documents
@@ -16,8 +18,6 @@ from wrenlm.training.metrics import metric_path
 from wrenlm.training.metrics.likelihood import bits_per_character, mean_nll, perplexity, perplexity_from_loss
 from wrenlm.training.trainer import Trainer
 from wrenlm.training.validation import per_sequence_nll, validation_metrics
-
-import wrenlm
 
 
 def test_formulas_and_overflow():

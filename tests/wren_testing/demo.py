@@ -11,11 +11,11 @@ import time
 
 import torch
 from transformers import TextIteratorStreamer
-from wrenlm.demo.generation import GENERATION_THREAD_NAME
-from wrenlm.demo.rendering import reply_html
 
 import wrenlm
 from wren_testing import tiny_config_kwargs
+from wrenlm.demo.generation import GENERATION_THREAD_NAME
+from wrenlm.demo.rendering import reply_html
 
 # Added tokens, so each piece is exactly one token (the chain needs distinct tokens).
 REPLY_PIECES = [

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, GGUFWriter, quants
 from transformers import LlamaConfig, LlamaForCausalLM
+
 from wrenlm.conversion.packaged import SMOLLM2
 from wrenlm.tokenization import BPEModel, train_bpe_with_tokenizers
 

@@ -1,4 +1,5 @@
-"""Helpers for tests/packaging (`wren_testing.packaging`): build the distributions once, install the wheel in a fresh venv.
+"""Helpers for tests/packaging (`wren_testing.packaging`): build the distributions once, install the wheel in a
+fresh venv.
 
 `build_distributions`: an sdist and two wheels built from a copy of the tracked files only (untracked junk in the
 checkout cannot leak in): one wheel from the tree, one from the sdist (what pip does with an sdist).
@@ -22,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 def run_checked(command: list, **kwargs) -> str:
     result = subprocess.run([str(part) for part in command], check=False, capture_output=True, text=True, **kwargs)
     assert result.returncode == 0, (
-        f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     )
     return result.stdout
 

@@ -7,7 +7,9 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from wren_testing import tiny_config_kwargs
 
 # The one tiny config, in the keys every HF family understands (each family keeps its own RoPE default).
-TINY = {key: value for key, value in tiny_config_kwargs(max_position_embeddings=64).items() if key != "rope_parameters"}
+TINY = {
+    key: value for key, value in tiny_config_kwargs(max_position_embeddings=64).items() if key != "rope_parameters"
+}
 PROMPT_LEN = 12
 NEW_TOKENS = 10
 
