@@ -21,6 +21,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from transformers.utils.import_utils import is_liger_kernel_available
 
 logger = logging.getLogger(__name__)
 
@@ -211,9 +212,13 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def _liger_loss_sum(hidden, weight, targets, ignore_index):
-    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    # Guarded by transformers' own `is_liger_kernel_available()`: its remote-code import scan skips such blocks, so
+    # a saved Wren folder does not require liger_kernel wherever it is loaded.
+    if is_liger_kernel_available():
+        from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
-    return liger_fused_linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="sum")
+        return liger_fused_linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="sum")
+    raise ImportError("loss_implementation='liger' needs Liger-Kernel: pip install liger-kernel")
 
 
 def chunked_causal_lm_loss(

@@ -233,3 +233,13 @@ def test_sys_executable_child_really_hides_wrenlm(tmp_path):
     assert "wrenlm" in sys.modules  # the test process has it; the -S child must not
     script = "import importlib.util, json; print(json.dumps(importlib.util.find_spec('wrenlm') is None))"
     assert run_python(script, subprocess_env(tmp_path), cwd=tmp_path, hide_wrenlm=True) is True
+
+
+def test_shipped_code_imports_only_what_every_environment_has(save_model):
+    # transformers refuses remote code whose imports are not installed: an optional dependency imported in a
+    # shipped file (outside transformers' own availability guards) would break loading where it is missing.
+    from transformers.dynamic_module_utils import check_imports
+
+    _, folder = save_model("moe")
+    for code_file in sorted(folder.glob("*.py")):
+        check_imports(code_file)
