@@ -31,7 +31,13 @@ def read_adapter_config(adapter_dir: str | os.PathLike) -> dict:
             f"{str(path)!r} holds no LoRA adapter ({ADAPTER_CONFIG_FILE} is missing); pass the folder "
             "`wren finetune` wrote (its --output-dir)."
         )
-    return json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_file} is not valid JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} does not hold a JSON object.")
+    return config
 
 
 def split_model_and_adapter(model: str | None, adapter: str | None) -> tuple[str | None, str | None]:

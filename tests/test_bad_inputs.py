@@ -390,6 +390,10 @@ def pulled(ws: Workspace, **replace) -> list:
     )
 
 
+# `wren export` arrived in the same change as this table; its cells are still to be written. Its refusals (features
+# llama.cpp lacks, existing output file, bad --type) are tested in tests/conversion/test_gguf_export.py.
+EXPORT_PENDING = NotApplicable("cells not written yet for `wren export`: see tests/conversion/test_gguf_export.py")
+
 TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
     # --- train-tokenizer: text files in, a tokenizer folder out
     ("train-tokenizer", "missing"): Refused(
@@ -631,6 +635,7 @@ TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
         lambda ws: (["tester/wren", "--out", ws.user_folder("pulled")], "pulled"), not_empty("pull")
     ),
     ("pull", "killed-mid-write"): Recovers(pull_recovers),
+    **{("export", case): EXPORT_PENDING for case in CASES},
 }
 
 # Cells whose command downloads or writes what the user asked for even though the input then proves bad: the
