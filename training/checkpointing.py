@@ -83,12 +83,23 @@ def restore_checkpoint(accelerator, checkpoint: str | os.PathLike) -> dict:
     return read_trainer_state(checkpoint)["state"]
 
 
+def gathered_state_dict(accelerator, model) -> dict:
+    """The full state dict of a prepared model; every process must call it. Under DeepSpeed the fp32 master
+    weights gathered from the ZeRO partitions (Accelerate's own gather returns the 16-bit copies, ZeRO-3 only
+    with `stage3_gather_16bit_weights_on_model_save`)."""
+    from .deepspeed_engine import consolidated_state_dict, is_deepspeed
+
+    if is_deepspeed(accelerator):
+        return consolidated_state_dict(model)
+    return accelerator.get_state_dict(model)
+
+
 def save_pretrained_model(accelerator, model, output_dir, tokenizer=None, generation_config=None) -> None:
     """`save_pretrained` of a prepared model (its full state gathered under FSDP/DeepSpeed) + tokenizer.
 
     Every process must call it."""
     accelerator.wait_for_everyone()
-    state_dict = accelerator.get_state_dict(model)
+    state_dict = gathered_state_dict(accelerator, model)
     model = accelerator.unwrap_model(model)
     if generation_config is not None:
         model.generation_config = generation_config
@@ -170,6 +181,7 @@ __all__ = [
     "CheckpointManager",
     "checkpoint_name",
     "checkpoint_record",
+    "gathered_state_dict",
     "latest_checkpoint",
     "list_checkpoints",
     "read_trainer_state",

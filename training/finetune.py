@@ -18,7 +18,15 @@ from pathlib import Path
 
 from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
+from .checkpointing import gathered_state_dict
 from .config import TrainingConfig, config_to_dict
+from .deepspeed_engine import (
+    generation_needs_every_process,
+    is_deepspeed,
+    model_init_context,
+    without_zero3_init,
+    zero_stage,
+)
 from .defaults import DEFAULT_OUTPUT_DIR
 from .moe import moe_callbacks
 from .trainer import Trainer
@@ -98,12 +106,13 @@ class ExactMatchCallback(TrainerCallback):
         from .evaluation import score_exact_match
 
         acc = trainer.accelerator
-        if acc.is_main_process:
+        if acc.is_main_process or generation_needs_every_process(acc):
             model = trainer.unwrapped_model
             was_training = model.training
             model.eval()
             scored = score_exact_match(model, self.tokenizer, self.conversations, self.batch_size, self.max_new_tokens)
             model.train(was_training)
+        if acc.is_main_process:
             prefix = "eval_full/" if any(key.startswith("eval_full/") for key in metrics) else "eval/"
             self.last = {"exact_match": scored["exact_match"], "exact_match_examples": scored["examples"]}
             trainer.log({f"{prefix}exact_match": scored["exact_match"]}, step)
@@ -148,7 +157,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
     """The whole LoRA job; returns (and writes to `finetune_results.json`) the final figures."""
     import yaml
     from accelerate.utils import set_seed
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
 
     from .finetune_data import ChatEncoder, PadCollator, load_chat_splits
     from .lora import wren_lora_config
@@ -167,7 +176,8 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         seed=config.seed,
         task_sizes=(config.train_size or None, config.test_size or None),
     )
-    model, tokenizer = load_base(config.base_model)
+    with model_init_context(accelerator):
+        model, tokenizer = load_base(config.base_model)
     encoder = ChatEncoder(tokenizer, config.max_length or model.config.max_position_embeddings)
     train_rows = encoder.encode_all(splits["train"], what=config.data)
     eval_rows = encoder.encode_all(splits["eval"], what=config.eval_data or f"{config.data} (held out)")
@@ -243,11 +253,16 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None) -> di
         **{k.replace("eval_full/", "eval_"): v for k, v in metrics.items()},
         **({f"eval_{k}": v for k, v in exact_match.last.items()} if exact_match else {}),
     }
+    # DeepSpeed: the adapter gathered from the ZeRO partitions (every process takes part); else the model's own.
+    state_dict = gathered_state_dict(accelerator, trainer.model) if is_deepspeed(accelerator) else None
     if accelerator.is_main_process:
         adapter_model = trainer.unwrapped_model
-        adapter_model.save_pretrained(output_dir)
+        adapter_model.save_pretrained(output_dir, state_dict=state_dict)
         tokenizer.save_pretrained(output_dir)
         if config.merge:
+            if zero_stage(accelerator) == 3:  # the base is partitioned: merge the saved adapter into a fresh copy
+                with without_zero3_init(accelerator):
+                    adapter_model = PeftModel.from_pretrained(load_base(config.base_model)[0], output_dir)
             merged = adapter_model.merge_and_unload()
             merged.config.router_bias_update_rate = bias_rate
             merged.save_pretrained(output_dir / MERGED_DIR)

@@ -19,6 +19,7 @@ from .callbacks import TrainerCallback
 from .checkpointing import CHECKPOINT_DIR
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
+from .deepspeed_engine import generation_needs_every_process, model_init_context
 from .moe import moe_callbacks
 from .tracking import METRICS_FILE
 from .trainer import Trainer
@@ -148,7 +149,9 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         periodic = validation.select(range(config.eval_blocks))
 
     set_seed(config.seed)
-    model = build_model(config, tokenizer)
+    with model_init_context(accelerator):
+        model = build_model(config, tokenizer)
+    num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
@@ -163,7 +166,6 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
         callbacks=[*moe_callbacks(model), *callbacks],
         accelerator=accelerator,
     )
-    num_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = trainer.global_batch_size * config.seq_len
     _say(
         accelerator,
@@ -180,7 +182,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[TrainerCallback] | t
     trainer.save_model(output_dir, tokenizer=tokenizer, generation_config=generation_config)
 
     samples = []
-    if accelerator.is_main_process and config.sample_prompts:
+    if config.sample_prompts and (accelerator.is_main_process or generation_needs_every_process(accelerator)):
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             samples = generate_text(

@@ -42,6 +42,7 @@ from .checkpointing import (
 )
 from .config import TrainingConfig, config_to_dict
 from .data import EpochSampler, collate_blocks
+from .deepspeed_engine import check_engine_batch, is_deepspeed
 from .optim import build_optimizer, build_scheduler, weight_decay_groups
 from .tracking import METRICS_FILE, LossWindow, MetricsLog
 from .validation import sample_texts, validation_metrics
@@ -128,6 +129,8 @@ class Trainer:
         self.model, self.optimizer, self.train_dataloader, *eval_loaders, self.scheduler = acc.prepare(
             model, optimizer, train_loader, *eval_loaders, scheduler
         )
+        if is_deepspeed(acc):
+            check_engine_batch(acc, self.model, config)
         self.eval_dataloader = eval_loaders[0] if eval_loaders else None
         self.periodic_eval_dataloader = eval_loaders[-1] if eval_loaders else None
         self.checkpoints = CheckpointManager(self.output_dir / CHECKPOINT_DIR, keep_last=config.keep_last)

@@ -150,8 +150,12 @@ def train_losses(output_dir) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in read_metrics(output_dir) if "train/loss" in r}
 
 
-def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> subprocess.CompletedProcess:
+def launch_two_cpu_processes(
+    script_args: list[str], timeout: float = 170, accelerate_config: str | Path | None = None
+) -> subprocess.CompletedProcess:
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo), in its own process group.
+
+    `accelerate_config`: launch with that config file instead of `--multi_gpu` (e.g. a DeepSpeed one).
 
     On timeout the launcher and its workers are killed: killing only the launcher would leave its two
     workers orphaned, one of them blocked forever in a collective (and holding the output pipes open).
@@ -168,7 +172,8 @@ def launch_two_cpu_processes(script_args: list[str], timeout: float = 170) -> su
     env.pop("ACCELERATE_USE_CPU", None)  # the scripts pass cpu=True themselves when there is no GPU
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        *(["--config_file", str(accelerate_config)] if accelerate_config else ["--multi_gpu"]),
+        "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
         *script_args,
     ]  # fmt: skip
