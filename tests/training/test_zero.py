@@ -29,8 +29,8 @@ def launch_zero(stage: int, settings: dict, *worker_args: str):
 
 def assert_same_weights(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
-    for key in expected:
-        torch.testing.assert_close(actual[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+    for key, value in expected.items():
+        torch.testing.assert_close(actual[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 @pytest.mark.timeout(240)
