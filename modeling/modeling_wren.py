@@ -316,7 +316,10 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         use_lean_loss = labels is not None and self.training and config.loss_chunk_size != 0
         if use_lean_loss:
             chunk_size = config.loss_chunk_size or auto_chunk_size(config.vocab_size)
-            loss = chunked_causal_lm_loss(hidden_states, self.lm_head.weight, labels, chunk_size=chunk_size, **kwargs)
+            head_weight = self.lm_head.weight
+            if hasattr(head_weight, "full_tensor"):  # tensor parallel: a vocab-sharded DTensor; chunk the whole head
+                head_weight = head_weight.full_tensor()
+            loss = chunked_causal_lm_loss(hidden_states, head_weight, labels, chunk_size=chunk_size, **kwargs)
         else:
             logits = self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep))
             if labels is not None:

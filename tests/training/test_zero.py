@@ -17,6 +17,13 @@ from wrenlm.training.pretrain_cli import accelerate_config_path
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
 STAGES = [pytest.param(2, id="zero2"), pytest.param(3, id="zero3")]
+MOE = {
+    "num_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 32,
+    "first_k_dense_layers": 1,
+    "router_bias_update_rate": 0.01,
+}
 
 
 def launch_zero(stage: int, settings: dict, *worker_args: str):
@@ -36,15 +43,21 @@ def assert_same_weights(actual: dict, expected: dict) -> None:
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("stage", STAGES)
 def test_zero_equals_one_process_shards_and_saves_the_gathered_model(stage, tiny_settings, tmp_path):
-    """Same global batch (1 x 4 x 2 accumulation vs 2 x 2 x 2): same losses; each rank holds half the optimizer
-    (and for ZeRO-3 half the parameters); the final folder is DeepSpeed's own fp32 consolidation of the last
-    checkpoint and loads with AutoModelForCausalLM."""
+    """A dense + MoE layer model with router losses and the router-bias update. The router losses are computed per
+    micro-batch of each process, so 2 processes x 2 sequences x 2 accumulation steps equal 1 process x 2 sequences
+    x 4 accumulation steps (the same 8 sequences in the same 2-sequence groups): same losses, same weights. Each rank
+    holds half the optimizer (and for ZeRO-3 half the parameters); the final folder is DeepSpeed's own fp32
+    consolidation of the last checkpoint and loads with AutoModelForCausalLM."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     from transformers import AutoModelForCausalLM
 
-    common = {"max_steps": 4, "eval_every": 0, "save_every": 0, "sample_prompts": [], "gradient_accumulation_steps": 2}
-    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=4, **common)
-    zero = tiny_settings(output_dir=tmp_path / "zero", per_device_batch_size=2, **common)
+    common = {"max_steps": 4, "eval_every": 0, "save_every": 0, "sample_prompts": [], "model": MOE}
+    single = tiny_settings(
+        output_dir=tmp_path / "single", per_device_batch_size=2, gradient_accumulation_steps=4, **common
+    )
+    zero = tiny_settings(
+        output_dir=tmp_path / "zero", per_device_batch_size=2, gradient_accumulation_steps=2, **common
+    )
     run_pretraining(apply_overrides(PretrainConfig(), single))
 
     report = tmp_path / "partitions"
@@ -55,9 +68,13 @@ def test_zero_equals_one_process_shards_and_saves_the_gathered_model(stage, tiny
     single_results = json.loads((tmp_path / "single" / "train_results.json").read_text())
     assert results["num_processes"] == 2
     assert results["num_parameters"] == single_results["num_parameters"]
-    a, b = train_losses(tmp_path / "single"), train_losses(tmp_path / "zero")
-    assert list(a) == list(b) == [1, 2, 3, 4]
-    assert list(b.values()) == pytest.approx(list(a.values()), rel=1e-5)
+    logs = [read_metrics(tmp_path / name) for name in ("single", "zero")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4, 4]
+    for one, two in zip(*logs):
+        figures = [key for key in ("train/loss", "train/aux_loss", "train/z_loss", "eval_full/loss") if key in one]
+        assert figures and all(key in two for key in figures)
+        for key in figures:
+            assert two[key] == pytest.approx(one[key], rel=1e-5), key
     assert results["validation_loss"] == pytest.approx(single_results["validation_loss"], rel=1e-5)
 
     ranks = [json.loads(Path(f"{report}.rank{rank}.json").read_text()) for rank in (0, 1)]
@@ -79,6 +96,7 @@ def test_zero_equals_one_process_shards_and_saves_the_gathered_model(stage, tiny
     for key, value in consolidated.items():
         torch.testing.assert_close(loaded[key], value.float(), rtol=0, atol=0, msg=key)
     assert_same_weights(saved, load_file(tmp_path / "single" / "model.safetensors"))
+    assert any(key.endswith("expert_bias") and value.abs().sum() > 0 for key, value in saved.items())
 
 
 @pytest.mark.timeout(240)

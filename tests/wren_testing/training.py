@@ -151,11 +151,15 @@ def train_losses(output_dir) -> dict[int, float]:
 
 
 def launch_two_cpu_processes(
-    script_args: list[str], timeout: float = 170, accelerate_config: str | Path | None = None
+    script_args: list[str],
+    timeout: float = 170,
+    accelerate_config: str | Path | None = None,
+    torchrun: bool = False,
 ) -> subprocess.CompletedProcess:
     """`accelerate launch --multi_gpu --num_processes 2` on CPU (gloo), in its own process group.
 
-    `accelerate_config`: launch with that config file instead of `--multi_gpu` (e.g. a DeepSpeed one).
+    `accelerate_config`: launch with that config file instead of `--multi_gpu` (e.g. a DeepSpeed one);
+    `torchrun`: launch with `torchrun --nproc_per_node 2` instead of Accelerate's launcher.
 
     On timeout the launcher and its workers are killed: killing only the launcher would leave its two
     workers orphaned, one of them blocked forever in a collective (and holding the output pipes open).
@@ -170,7 +174,11 @@ def launch_two_cpu_processes(
         port = sock.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("ACCELERATE_USE_CPU", None)  # the scripts pass cpu=True themselves when there is no GPU
-    command = [
+    torchrun_command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), *script_args,
+    ]  # fmt: skip
+    command = torchrun_command if torchrun else [
         sys.executable, "-m", "accelerate.commands.launch",
         *(["--config_file", str(accelerate_config)] if accelerate_config else ["--multi_gpu"]),
         "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
