@@ -7,8 +7,10 @@ Each engine runs the same model (default about 55M parameters, fp32), the same p
 tokens and AdamW, started with `accelerate launch` and the shipped accelerate config of that engine, through
 wren's own `make_accelerator` (so DeepSpeed runs on CPU processes as `wren pretrain` runs it). Per process:
 
-* peak resident set (Linux VmHWM) over the timed training steps, reset after a warm-up step that creates the
-  optimizer state, so it holds weights + gradients + optimizer state + activations, as the engine keeps them;
+* resident set between steps (after a warm-up step that creates the optimizer state, freed heap trimmed): what
+  the engine keeps from step to step (weights, optimizer state, its buffers), plus the ~350 MiB of imports;
+* peak resident set (Linux VmHWM, reset there) over the timed training steps: plus gradients, activations and
+  whatever the engine gathers or buckets during a step;
 * the elements the engine keeps per process, read from its own objects (DeepSpeed's partitions; DDP: whole);
 * tokens/s of the whole group (2 x batch x sequence per step / median step time).
 
@@ -31,6 +33,9 @@ ENGINES = {
     "ddp": ["--multi_gpu"],
     "zero2": ["--config_file", "deepspeed_zero2"],
     "zero3": ["--config_file", "deepspeed_zero3"],
+    # ZeRO-3 that frees every gathered parameter right after use (DeepSpeed keeps up to 1e9 gathered
+    # parameters by default: all of a small model).
+    "zero3_release": ["--use_deepspeed", "--deepspeed_config_file", "deepspeed_zero3_release.json"],
 }
 DEFAULT_SIZES = {"vocab": 32000, "hidden": 512, "intermediate": 1536, "layers": 12, "heads": 8, "kv_heads": 4}
 
@@ -42,6 +47,9 @@ def launch_arguments(engine: str) -> list[str]:
     if "--config_file" in args:
         index = args.index("--config_file") + 1
         args[index] = str(accelerate_config_path(args[index]))
+    if "--deepspeed_config_file" in args:
+        index = args.index("--deepspeed_config_file") + 1
+        args[index] = str(Path(__file__).with_name(args[index]))
     return args
 
 
@@ -117,6 +125,7 @@ def worker(args) -> None:
 
     step()  # creates the optimizer state
     _release_freed_memory()
+    between_steps = _rss_bytes("VmRSS")
     measured = _reset_peak_rss()
     durations = [step() for _ in range(args.steps)]
     held = (
@@ -136,6 +145,7 @@ def worker(args) -> None:
         "rank": acc.process_index,
         "num_processes": acc.num_processes,
         "parameters": num_params,
+        "rss_between_steps_mib": between_steps / 2**20,
         "peak_rss_mib": _rss_bytes("VmHWM") / 2**20 if measured else None,
         "tokens_per_s": acc.num_processes * args.batch * args.seq / statistics.median(durations),
         "step_seconds": durations,
@@ -161,18 +171,23 @@ def format_table(results: dict) -> str:
             f"{results['seq']} tokens; {results['steps']} timed steps; date {results['date']}"
         ),
         "",
-        "| engine | rank | peak RSS MiB | vs DDP | parameters held | optimizer state held | tokens/s (group) | vs DDP |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        (
+            "| engine | rank | RSS between steps MiB | vs DDP | peak RSS in steps MiB | vs DDP | parameters held "
+            "| optimizer state held | tokens/s (group) | vs DDP |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     ddp = {r["rank"]: r for r in results["engines"].get("ddp", [])}
     for engine, ranks in results["engines"].items():
         for r in ranks:
             base = ddp.get(r["rank"])
             mem_ratio = f"{r['peak_rss_mib'] / base['peak_rss_mib']:.2f}" if base and r["peak_rss_mib"] else "-"
+            state_ratio = f"{r['rss_between_steps_mib'] / base['rss_between_steps_mib']:.2f}" if base else "-"
             speed_ratio = f"{r['tokens_per_s'] / base['tokens_per_s']:.2f}" if base else "-"
             peak = f"{r['peak_rss_mib']:,.0f}" if r["peak_rss_mib"] else "n/a"
             lines.append(
-                f"| {engine} | {r['rank']} | {peak} | {mem_ratio} | {r['params_local'] / 1e6:.1f}M of "
+                f"| {engine} | {r['rank']} | {r['rss_between_steps_mib']:,.0f} | {state_ratio} | {peak} | {mem_ratio} "
+                f"| {r['params_local'] / 1e6:.1f}M of "
                 f"{r['params_full'] / 1e6:.1f}M | {r['optimizer_state_local'] / 1e6:.1f}M | "
                 f"{r['tokens_per_s']:,.0f} | {speed_ratio} |"
             )

@@ -71,6 +71,19 @@ def settle_batch_settings(ds_config: dict, config, world_size: int) -> None:
     _settle(ds_config, "gradient_clipping", config.max_grad_norm, "--max-grad-norm", "the clipping norm")
 
 
+def size_buckets_by_model(ds_config: dict) -> None:
+    """Bucket sizes the config leaves out become "auto", which Accelerate sizes from the model's hidden size.
+
+    DeepSpeed's own default (5e8 elements) gives ZeRO a gradient bucket as big as a whole small model: measured
+    on 2 CPU processes, ZeRO-3 then held more memory than DDP (bench/distributed_bench.py)."""
+    zero = ds_config.setdefault("zero_optimization", {})
+    keys = ["reduce_bucket_size"]
+    if int(zero.get("stage", 0)) == 3:
+        keys += ["stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"]
+    for key in keys:
+        zero.setdefault(key, "auto")
+
+
 def deepspeed_accelerator_kwargs(config, has_gpu: bool) -> dict:
     """`Accelerator(...)` arguments for a DeepSpeed launch: the plugin, and on CPU the gloo backend."""
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
@@ -86,6 +99,7 @@ def deepspeed_accelerator_kwargs(config, has_gpu: bool) -> dict:
     # variables; read here, they are checked against the flags below like values of a DeepSpeed config file.
     plugin = DeepSpeedPlugin()
     settle_batch_settings(plugin.deepspeed_config, config, _world_size())
+    size_buckets_by_model(plugin.deepspeed_config)
     plugin.gradient_accumulation_steps = config.gradient_accumulation_steps
     plugin.gradient_clipping = config.max_grad_norm
     kwargs = {"cpu": False, "deepspeed_plugin": plugin}
@@ -225,6 +239,7 @@ __all__ = [
     "model_init_context",
     "partition_numels",
     "settle_batch_settings",
+    "size_buckets_by_model",
     "without_zero3_init",
     "zero_stage",
 ]
