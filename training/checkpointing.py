@@ -85,12 +85,12 @@ def restore_checkpoint(accelerator, checkpoint: str | os.PathLike) -> dict:
 
 def gathered_state_dict(accelerator, model) -> dict:
     """The full state dict of a prepared model; every process must call it. Under DeepSpeed the fp32 master
-    weights gathered from the ZeRO partitions (Accelerate's own gather returns the 16-bit copies, ZeRO-3 only
-    with `stage3_gather_16bit_weights_on_model_save`)."""
+    weights gathered from the ZeRO partitions, held by the main process only (Accelerate's own gather returns
+    the 16-bit copies, ZeRO-3 only with `stage3_gather_16bit_weights_on_model_save`)."""
     from .deepspeed_engine import consolidated_state_dict, is_deepspeed
 
     if is_deepspeed(accelerator):
-        return consolidated_state_dict(model)
+        return consolidated_state_dict(model, keep=accelerator.is_main_process)
     return accelerator.get_state_dict(model)
 
 

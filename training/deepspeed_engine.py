@@ -177,8 +177,9 @@ def check_engine_batch(accelerator, engine, config) -> None:
 
 
 @torch.no_grad()
-def consolidated_state_dict(engine) -> dict[str, torch.Tensor]:
-    """The full model state on CPU, parameters from the fp32 master copies (ZeRO-1/2/3); every process calls it.
+def consolidated_state_dict(engine, keep: bool = True) -> dict[str, torch.Tensor]:
+    """The full model state on CPU, parameters from the fp32 master copies (ZeRO-1/2/3); every process calls it
+    (the gathers are collective), only those with `keep` hold the result (the others get {}).
 
     Frozen parameters (LoRA's base) have no master copy; they are gathered from the ZeRO-3 partitions."""
     import deepspeed
@@ -191,7 +192,10 @@ def consolidated_state_dict(engine) -> dict[str, torch.Tensor]:
         if full is None:
             with deepspeed.zero.GatheredParameters([param]):
                 full = param.data.clone()
-        state[name] = full.detach().to("cpu", copy=True)
+        if keep:
+            state[name] = full.detach().to("cpu", copy=True)
+    if not keep:
+        return {}
     persistent = set(module.state_dict().keys())
     for name, buffer in module.named_buffers():
         if name in persistent:

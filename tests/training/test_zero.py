@@ -190,6 +190,9 @@ def test_zero_batch_settings_come_from_the_flags_and_conflicts_fail_at_start(mon
     assert ds_config["train_batch_size"] == 24
     assert ds_config["gradient_clipping"] == 0.5
     assert ds_config["zero_optimization"]["stage"] == 3
+    # DeepSpeed's 5e8-element default bucket would hold a small model's whole gradient: Accelerate sizes "auto".
+    for key in ("reduce_bucket_size", "stage3_prefetch_bucket_size", "stage3_param_persistence_threshold"):
+        assert ds_config["zero_optimization"][key] == "auto"
 
     # An accelerate config's `gradient_accumulation_steps: 1` (the launcher passes it on in this variable).
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "1")
