@@ -105,7 +105,11 @@ def test_metadata_an_index_shows(distributions):
         requirement = Requirement(line)
         extra = next((e for e in EXTRAS if requirement.marker and requirement.marker.evaluate({"extra": e})), None)
         by_extra.setdefault(extra, set()).add((requirement.name, frozenset(requirement.extras)))
-    assert by_extra["demo"] == {("gradio", frozenset())} and by_extra["gguf"] == {("gguf", frozenset())}
+    assert by_extra["demo"] == {
+        ("gradio", frozenset()),
+        ("markdown-it-py", frozenset()),
+        ("pygments", frozenset()),
+    } and by_extra["gguf"] == {("gguf", frozenset())}
     assert by_extra["deepspeed"] == {("deepspeed", frozenset())} and by_extra["track"] == {
         ("tensorboard", frozenset())
     }
