@@ -23,7 +23,7 @@ logger = logging.get_logger(__name__)
 
 GGUF_REQUIREMENT = f"gguf>={GGUF_MIN_VERSION}"
 _GGUF_MAGIC = b"GGUF"
-_HUB_URL = "https://huggingface.co/"
+HUB_URL = "https://huggingface.co/"  # base models in GGUF metadata are Hub repo URLs
 
 
 class GGUFPackageMissingError(ImportError, ValueError):
@@ -137,14 +137,15 @@ def gguf_card_metadata(metadata: dict) -> dict:
     if metadata.get("general.license"):
         card["license"] = metadata["general.license"]
     base_url = str(metadata.get("general.base_model.0.repo_url") or "")
-    if base_url.startswith(_HUB_URL):
-        card["base_model"] = base_url.removeprefix(_HUB_URL).strip("/")
+    if base_url.startswith(HUB_URL):
+        card["base_model"] = base_url.removeprefix(HUB_URL).strip("/")
         card["base_model_relation"] = "quantized"
     return card
 
 
 __all__ = [
     "GGUF_REQUIREMENT",
+    "HUB_URL",
     "GGUFFileError",
     "GGUFPackageMissingError",
     "add_chat_stop_tokens",

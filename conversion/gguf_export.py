@@ -12,7 +12,7 @@ error naming them, as is a tokenizer llama.cpp would split differently (see `ggu
 """
 
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 from .checkpoint_io import find_tokenizer, load_causal_lm, load_config
 from .config_mapping import target_obstacles
 from .errors import UnsupportedConversionError
-from .gguf import require_gguf
+from .gguf import HUB_URL, require_gguf
 from .state_dict_mapping import reject_router_bias
 
 # Wren's Hugging Face family (config_mapping) -> llama.cpp architecture (`general.architecture`).
@@ -40,7 +40,6 @@ GGUF_ARCHITECTURES = {
 _INTERLEAVED_ROPE = ("llama",)
 OUTPUT_TYPES = ("f32", "f16", "bf16", "q8_0")
 _ROPE_TYPES = ("default", "linear")
-_HUB_URL = "https://huggingface.co/"
 
 
 @dataclass(frozen=True)
@@ -122,6 +121,8 @@ def export_gguf(
     require_gguf()
     from gguf import GGUFWriter
 
+    if outtype not in ("auto",) + OUTPUT_TYPES:
+        raise ValueError(f"Unknown GGUF output type {outtype!r}; choose one of auto, {', '.join(OUTPUT_TYPES)}.")
     output_path = Path(output_path)
     if output_path.is_dir():
         raise ValueError(f"{output_path} is a folder; give the .gguf file to write.")
@@ -138,7 +139,7 @@ def export_gguf(
     tokenizer = find_tokenizer(model_or_path, tokenizer)
     if tokenizer is None:
         raise FileNotFoundError(f"{model_or_path} has no tokenizer; a GGUF file must carry one for llama.cpp.")
-    from .gguf_vocab import gguf_vocabulary
+    from .gguf_vocab import gguf_vocabulary  # imports `gguf`, whose presence require_gguf checked
 
     vocabulary = gguf_vocabulary(tokenizer, config.vocab_size)
     model = load_causal_lm(model_or_path)
@@ -147,8 +148,8 @@ def export_gguf(
     outtype = _resolve_outtype(outtype, state_dict)
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".partial", dir=output_path.parent)
-    os.close(handle)
+    # Written next to the target under a fresh name (created with the usual permissions), renamed when complete.
+    partial = output_path.with_name(f".{output_path.name}.{secrets.token_hex(6)}.partial")
     try:
         writer = GGUFWriter(partial, arch)
         _write_metadata(writer, model.config, family, outtype, _card_metadata(model_or_path), _name(model_or_path))
@@ -166,12 +167,10 @@ def export_gguf(
 
 
 def _resolve_outtype(outtype: str, state_dict: dict) -> str:
-    if outtype == "auto":
-        floating = [tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()]
-        return "bf16" if floating and floating[0] == torch.bfloat16 else "f16"
-    if outtype not in OUTPUT_TYPES:
-        raise ValueError(f"Unknown GGUF output type {outtype!r}; choose one of auto, {', '.join(OUTPUT_TYPES)}.")
-    return outtype
+    if outtype != "auto":
+        return outtype
+    floating = [tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point()]
+    return "bf16" if floating and floating[0] == torch.bfloat16 else "f16"
 
 
 def _name(model_or_path) -> str:
@@ -211,7 +210,7 @@ def _write_metadata(writer, config, family: str, outtype: str, card: dict, name:
         writer.add_base_model_count(len(base_models))
         for index, repo in enumerate(base_models):
             writer.add_base_model_name(index, repo.split("/")[-1])
-            writer.add_base_model_repo_url(index, _HUB_URL + repo)
+            writer.add_base_model_repo_url(index, HUB_URL + repo)
 
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)

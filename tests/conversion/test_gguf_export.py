@@ -9,6 +9,7 @@ transformers' inverse of llama.cpp's q/k row order. llama.cpp itself runs these 
 (test_gguf_llama_cpp.py).
 """
 
+import os
 import re
 
 import numpy as np
@@ -272,3 +273,24 @@ def test_auto_type_follows_the_checkpoint_dtype(tmp_path):
     result = export_gguf(model, tmp_path / "model.gguf", tokenizer=bpe_tokenizer())
     assert result.outtype == "bf16"
     assert {t.tensor_type.name for t in GGUFReader(result.path).tensors} == {"BF16", "F32"}
+
+
+def test_a_failed_export_leaves_the_old_file_and_no_partial_one(checkpoints, tmp_path, monkeypatch):
+    from wrenlm.conversion import gguf_export
+
+    out = tmp_path / "model.gguf"
+    out.write_bytes(b"the previous export")
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gguf_export, "_write_tensors", fail)
+    with pytest.raises(OSError, match="disk full"):
+        export_gguf(checkpoints["dense"], out, overwrite=True)
+    assert out.read_bytes() == b"the previous export"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.gguf"]
+    monkeypatch.undo()
+    export_gguf(checkpoints["dense"], out, overwrite=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temporary one
