@@ -25,7 +25,8 @@ import torch.nn.functional as F
 logger = logging.getLogger(__name__)
 
 LOSS_IMPLEMENTATIONS = ("auto", "eager", "compile", "liger")
-# fp32 logits of one chunk; the eager body holds about two such buffers at its peak.
+# fp32 logits of one chunk: the eager body works in that one buffer (plus a bf16/fp16 copy of the
+# gradient when the matmuls run in low precision).
 LOGITS_BUDGET_BYTES = 64 * 2**20
 CHUNK_ALIGNMENT = 256
 
