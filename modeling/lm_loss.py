@@ -8,7 +8,7 @@ Implementations (`loss_implementation`):
     eager    the chunk body in plain PyTorch, in place (a handful of ops per chunk).
     compile  the chunk body under `torch.compile`: Inductor fuses softmax, loss and gradient into one
              kernel after the matmul. If compiling fails, this is an error (the caller asked for it).
-    liger    Liger-Kernel's fused linear cross-entropy (CUDA, `pip install liger-kernel`).
+    liger    Liger-Kernel's fused linear cross-entropy (CUDA, `pip install wrenlm[liger]`).
     auto     `compile` on GPUs, falling back to `eager` (a logged warning, once) if compiling fails;
              `eager` on CPU, where the compile warm-up (~20 s) outweighs short runs. Never Liger,
              whose kernel reads the target count back to the host (a device sync per call).
