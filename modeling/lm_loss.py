@@ -17,6 +17,7 @@ Chunks are multiples of 256 tokens sized from a budget of fp32 logits bytes (`au
 The head-weight gradient is accumulated in fp32 and cast to the weight's dtype once.
 """
 
+import importlib
 import logging
 
 import torch
@@ -79,9 +80,14 @@ def _compiled_chunk():
     return _compiled_body
 
 
+# Imported by name: the file also ships as a checkpoint's remote code, and transformers refuses remote code
+# whose `import` statements name a package that is not installed.
+LIGER_MODULE = "liger_kernel.transformers.functional"
+
+
 def liger_available() -> bool:
     try:
-        import liger_kernel.transformers.functional  # noqa: F401
+        importlib.import_module(LIGER_MODULE)
     except ImportError:
         return False
     return True
@@ -208,9 +214,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def _liger_loss_sum(hidden, weight, targets, ignore_index):
-    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-
-    return liger_fused_linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="sum")
+    liger = importlib.import_module(LIGER_MODULE)
+    return liger.liger_fused_linear_cross_entropy(hidden, weight, targets, ignore_index=ignore_index, reduction="sum")
 
 
 def chunked_causal_lm_loss(
