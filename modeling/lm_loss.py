@@ -8,7 +8,7 @@ Implementations (`loss_implementation`):
     eager    the chunk body in plain PyTorch, in place (a handful of ops per chunk).
     compile  the chunk body under `torch.compile`: Inductor fuses softmax, loss and gradient into one
              kernel after the matmul. If compiling fails, this is an error (the caller asked for it).
-    liger    Liger-Kernel's fused linear cross-entropy (CUDA, `pip install liger-kernel`).
+    liger    Liger-Kernel's fused linear cross-entropy (CUDA, `pip install wrenlm[liger]`).
     auto     `compile` on GPUs, falling back to `eager` (a logged warning, once) if compiling fails;
              `eager` on CPU, where the compile warm-up (~20 s) outweighs short runs. Never Liger,
              whose kernel reads the target count back to the host (a device sync per call).
@@ -26,7 +26,8 @@ from transformers.utils.import_utils import is_liger_kernel_available
 logger = logging.getLogger(__name__)
 
 LOSS_IMPLEMENTATIONS = ("auto", "eager", "compile", "liger")
-# fp32 logits of one chunk; the eager body holds about two such buffers at its peak.
+# fp32 logits of one chunk: the eager body works in that one buffer (plus a bf16/fp16 copy of the
+# gradient when the matmuls run in low precision).
 LOGITS_BUDGET_BYTES = 64 * 2**20
 CHUNK_ALIGNMENT = 256
 
@@ -41,35 +42,35 @@ def auto_chunk_size(vocab_size: int, budget_bytes: int = LOGITS_BUDGET_BYTES) ->
     return max(CHUNK_ALIGNMENT, rows - rows % CHUNK_ALIGNMENT)
 
 
-def _eager_chunk(hidden_c, weight_t, targets_c, scale_c, neg_scale_c, grad_dtype):
-    """Target log-probabilities `[chunk, 1]` and, unless `grad_dtype` is None, d(loss)/d(logits).
+def _eager_chunk(hidden_c, weight_t, targets_c, scale_c, grad_dtype):
+    """The chunk's share of the loss and, unless `grad_dtype` is None, d(loss)/d(logits) `[chunk, vocab]`.
 
-    `scale_c` is 1/normalizer for counted targets and 0 for ignored ones (whose `targets_c` is 0), so
-    the gradient `(softmax - one_hot) * scale` is built in place in the log-softmax buffer.
+    `scale_c` `[chunk, 1]` is 1/normalizer for counted targets and 0 for ignored ones (whose `targets_c`
+    is 0). Everything happens in the one fp32 logits buffer: log-softmax in place (the kernel reads a row
+    before writing it), then the gradient `(softmax - one_hot) * scale`.
     """
     logits = torch.mm(hidden_c, weight_t)
     if logits.dtype != torch.float32:
         logits = logits.float()
-    log_probs = torch.log_softmax(logits, dim=-1)
-    del logits
-    target_log_probs = log_probs.gather(1, targets_c)
+    log_probs = torch._log_softmax(logits, -1, False, out=logits)
+    nll = -(log_probs.gather(1, targets_c) * scale_c).sum()
     if grad_dtype is None:
-        return target_log_probs, None
-    grad = log_probs.exp_().mul_(scale_c).scatter_add_(1, targets_c, neg_scale_c)
-    return target_log_probs, _as_dtype(grad, grad_dtype)
+        return nll, None
+    grad = log_probs.exp_().mul_(scale_c).scatter_add_(1, targets_c, scale_c.neg())
+    return nll, _as_dtype(grad, grad_dtype)
 
 
-def _fusible_chunk(hidden_c, weight_t, targets_c, scale_c, neg_scale_c, grad_dtype):
-    """`_eager_chunk` written without in-place scatter, so that Inductor emits one fused kernel."""
+def _fusible_chunk(hidden_c, weight_t, targets_c, scale_c, grad_dtype):
+    """`_eager_chunk` without in-place ops or scatter, so that Inductor emits one fused kernel after the matmul."""
     logits = torch.mm(hidden_c, weight_t).float()
     shifted = logits - logits.amax(dim=-1, keepdim=True)
     log_probs = shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
-    target_log_probs = log_probs.gather(1, targets_c)
+    nll = -(log_probs.gather(1, targets_c) * scale_c).sum()
     if grad_dtype is None:
-        return target_log_probs, None
+        return nll, None
     one_hot = torch.arange(log_probs.shape[-1], device=log_probs.device) == targets_c
-    grad = log_probs.exp() * scale_c + torch.where(one_hot, neg_scale_c, 0.0)
-    return target_log_probs, grad.to(grad_dtype)
+    grad = (log_probs.exp() - one_hot.float()) * scale_c
+    return nll, grad.to(grad_dtype)
 
 
 def _compiled_chunk():
@@ -80,11 +81,7 @@ def _compiled_chunk():
 
 
 def liger_available() -> bool:
-    try:
-        import liger_kernel.transformers.functional  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return is_liger_kernel_available()
 
 
 LIGER_DEVICE_TYPES = ("cuda",)
@@ -112,8 +109,10 @@ def resolve_loss_implementation(requested: str, device: torch.device) -> str:
 
 def _run_chunk(implementation: str, *args):
     global _compile_failure
+    if torch.compiler.is_compiling():  # inside a caller's compiled graph: traced into it
+        return _fusible_chunk(*args)
     fell_back = implementation == "auto-compile" and _compile_failure is not None
-    if implementation == "eager" or fell_back or torch.compiler.is_compiling():
+    if implementation == "eager" or fell_back:
         return _eager_chunk(*args)
     try:
         return _compiled_chunk()(*args)
@@ -163,22 +162,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         weight_t = weight_c.t()
         hidden_c = _as_dtype(hidden, compute_dtype)
         targets_col = targets[:, None]
-        neg_scale = -scale
-        target_log_probs = torch.empty((num_tokens, 1), dtype=torch.float32, device=hidden.device)
+        chunk_losses = []
         for start in range(0, num_tokens, chunk_size):
             end = min(start + chunk_size, num_tokens)
             chunk_hidden = hidden_c[start:end]
-            chunk_targets = targets_col[start:end]
-            chunk_log_probs, grad_logits = _run_chunk(
-                implementation,
-                chunk_hidden,
-                weight_t,
-                chunk_targets,
-                scale[start:end],
-                neg_scale[start:end],
-                grad_dtype,
+            chunk_loss, grad_logits = _run_chunk(
+                implementation, chunk_hidden, weight_t, targets_col[start:end], scale[start:end], grad_dtype
             )
-            target_log_probs[start:end] = chunk_log_probs
+            chunk_losses.append(chunk_loss)
             if grad_logits is None:
                 continue
             if grad_hidden is not None:
@@ -192,7 +183,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             grad_weight = grad_weight.to(weight.dtype)
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.used = False
-        return -(target_log_probs * scale).sum()
+        if not chunk_losses:
+            return torch.zeros((), dtype=torch.float32, device=hidden.device)
+        return chunk_losses[0] if len(chunk_losses) == 1 else torch.stack(chunk_losses).sum()
 
     @staticmethod
     def backward(ctx, grad_output):
