@@ -205,8 +205,10 @@ def test_unreachable_endpoint_is_one_line(save_model, tmp_path):
     (push_rc, push_err), (pull_rc, pull_err) = printed
     assert push_rc == 1 and push_err.count("\n") == 1, push_err
     assert push_err.startswith(f"wren push: error: cannot reach http://127.0.0.1:{port} (ConnectError")
-    # pull: one line too; snapshot_download falls back to the (empty) local folder, so the line names the folder.
-    assert pull_rc == 1 and pull_err.count("\n") == 1 and pull_err.startswith("wren pull: error: "), pull_err
+    # pull names the connection failure too (not the empty folder snapshot_download would fall back to)
+    assert pull_rc == 1 and pull_err.count("\n") == 1, pull_err
+    assert pull_err.startswith(f"wren pull: error: cannot reach http://127.0.0.1:{port} (ConnectError"), pull_err
+    assert not (tmp_path / "pulled").exists()
 
 
 @pytest.mark.parametrize("how", ["missing", "corrupt"])
