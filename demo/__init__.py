@@ -6,7 +6,7 @@ model, tokenizer, label = load_chat_model("runs/wren-tiny-shakespeare")   # or a
 build_demo(model, tokenizer, label=label).launch()
 """
 
-import importlib
+from ..lazy_exports import lazy_getattr
 
 # Loaded on first use: `wren chat` reports a bad model argument before gradio (seconds to import) loads.
 _LAZY = {
@@ -20,13 +20,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "ChatApp",

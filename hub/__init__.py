@@ -11,7 +11,7 @@ tools behind `wren push` and `wren pull`:
     pull("me/wren-tiny", "downloads/wren-tiny")                     # snapshot_download + check
 """
 
-import importlib
+from ..lazy_exports import lazy_getattr
 
 # Loaded on first use: `import wrenlm` needs only model_hooks (and what it imports), not push/pull/checks.
 _LAZY = {
@@ -26,13 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "CheckpointFileError",

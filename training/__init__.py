@@ -7,8 +7,7 @@
 Heavy modules (torch, datasets, accelerate) load on first attribute access.
 """
 
-import importlib
-
+from ..lazy_exports import lazy_getattr
 from .defaults import DEFAULT_OUTPUT_DIR, DEFAULT_PRESET, cache_dir
 
 _LAZY = {
@@ -45,13 +44,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",

@@ -24,7 +24,7 @@ NOT_IN_SDIST = [".gitignore", ".ci/*"]
 NOT_IN_WHEEL = ["demo/assets/*"]
 # Files setuptools writes into every sdist.
 SDIST_GENERATED = ["PKG-INFO", "setup.cfg", "wrenlm.egg-info/*"]
-EXTRAS = ["demo", "gguf", "deepspeed", "track", "all", "test"]
+EXTRAS = ["demo", "gguf", "deepspeed", "track", "liger", "all", "test"]
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
@@ -113,5 +113,6 @@ def test_metadata_an_index_shows(distributions):
     assert by_extra["deepspeed"] == {("deepspeed", frozenset())} and by_extra["track"] == {
         ("tensorboard", frozenset())
     }
+    assert by_extra["liger"] == {("liger-kernel", frozenset())}  # CUDA only, so not in "all"
     assert by_extra["all"] == {("wrenlm", frozenset({"demo", "gguf", "deepspeed", "track"}))}
     assert {"torch", "transformers", "accelerate"} <= {name for name, _ in by_extra[None]}
