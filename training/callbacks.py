@@ -1,6 +1,7 @@
 """The hooks the training loop calls; subclass `TrainerCallback` and override the ones you need.
 
-Per training step, in order: `on_micro_batch_end` after each micro-batch's backward pass,
+Per training step, in order: `forward_kwargs` once before its first micro-batch (extra arguments for
+the model's forward), `on_micro_batch_end` after each micro-batch's backward pass,
 `on_optimizer_step` once the optimizer has stepped, then (on log steps) `on_log` before the figures
 are written, then `on_step_end`. `on_evaluate` follows each evaluation and `on_save` each checkpoint.
 Every hook runs on every process, so a hook may use collectives (e.g. `accelerator.reduce`).
@@ -13,6 +14,12 @@ class TrainerCallback:
     """Override any hook; each gets the trainer (its `state`, `accelerator`, `model`, `config`)."""
 
     def on_train_begin(self, trainer) -> None: ...
+
+    def forward_kwargs(self, trainer, step: int, logging: bool) -> dict:
+        """Extra keyword arguments for the model's forward on every micro-batch of the coming training step `step`;
+        `logging`: whether this step's figures will be logged (so output needed only for the log can be asked
+        for then alone)."""
+        return {}
 
     def on_micro_batch_end(self, trainer, outputs) -> None:
         """After the backward pass of each micro-batch; `outputs` is the model's output for it."""

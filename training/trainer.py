@@ -212,6 +212,19 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(self, *args)
 
+    def is_log_step(self, step: int) -> bool:
+        """Whether training step `step` (counted from 1) logs its figures: every `log_every` steps, and the last."""
+        log_every = self.config.log_every
+        return bool(log_every) and (step % log_every == 0 or step == self.config.max_steps)
+
+    def _forward_kwargs(self, step: int) -> dict:
+        """What the callbacks ask to pass to the model's forward during training step `step`."""
+        logging = self.is_log_step(step)
+        kwargs: dict = {}
+        for callback in self.callbacks:
+            kwargs.update(callback.forward_kwargs(self, step, logging))
+        return kwargs
+
     def log(self, metrics: dict, step: int) -> None:
         """To the trackers and `metrics.jsonl` (main process)."""
         self.metrics_log.log(metrics, step)
@@ -299,10 +312,10 @@ class Trainer:
 
             tqdm.write(describe_report(self.engine))
 
-    def _forward(self, batch: dict):
+    def _forward(self, batch: dict, **kwargs):
         batch = dict(batch)
         batch.pop("num_chars", None)
-        return self.model(**batch)
+        return self.model(**batch, **kwargs)
 
     def train(self) -> TrainState:
         acc, config = self.accelerator, self.config
@@ -329,10 +342,11 @@ class Trainer:
         self.model.train()
         while self.state.global_step < config.max_steps:
             step_loss = torch.zeros((), device=acc.device)
+            forward_kwargs = self._forward_kwargs(self.state.global_step + 1)
             for _ in range(config.gradient_accumulation_steps):
                 batch = next(batches)
                 with acc.accumulate(self.model), self._gradient_sync():
-                    outputs = self._forward(batch)
+                    outputs = self._forward(batch, **forward_kwargs)
                     acc.backward(outputs.loss)
                     step_loss += outputs.loss.detach().float()
                     if acc.sync_gradients:
@@ -353,7 +367,7 @@ class Trainer:
             step = self.state.global_step
             window.add_step(step_loss / config.gradient_accumulation_steps)
             logs: dict = {}
-            if config.log_every and (step % config.log_every == 0 or step == config.max_steps):
+            if self.is_log_step(step):
                 logs, tokens = window.logs(acc, self.scheduler.get_last_lr()[0], self.state.epoch, grad_norm)
                 self._call("on_log", step, logs)
                 self.state.tokens_seen += tokens

@@ -48,9 +48,9 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_setting
 
 @pytest.mark.timeout(180)
 def test_moe_router_work_under_two_processes_matches_one_process(tiny_settings, tmp_path):
-    """`MoeRouterCallback` under DDP: the logged router figures are reduced over both processes and the
-    bias update uses the summed expert load, so the run equals one process with the same global batch.
-    (No load-balancing term in the loss: it is not additive over the batch, so it would differ.)"""
+    """`MoeRouterCallback` under DDP: the logged router figures (losses and expert-load ratios) are reduced over
+    both processes and the bias update uses the summed expert load, so the run equals one process with the same
+    global batch. (No load-balancing term in the loss: it is not additive over the batch, so it would differ.)"""
     moe = {
         "num_experts": 4,
         "num_experts_per_tok": 2,
@@ -70,7 +70,9 @@ def test_moe_router_work_under_two_processes_matches_one_process(tiny_settings, 
     logs = [read_metrics(tmp_path / name) for name in ("single", "double")]
     assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4]
     for one, two in zip(*logs):
-        for key in ("train/loss", "train/z_loss", "train/lm_loss"):
+        load_keys = [key for key in one if key.startswith("train/expert_load")]
+        assert "train/expert_load_max" in load_keys and load_keys == [k for k in two if k.startswith("train/expert")]
+        for key in ("train/loss", "train/z_loss", "train/lm_loss", *load_keys):
             assert two[key] == pytest.approx(one[key], rel=1e-5), key
     wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "double" / "model.safetensors")
     biases = [key for key in wa if key.endswith("expert_bias")]

@@ -9,7 +9,7 @@ import torch
 from peft import get_peft_model
 
 import wrenlm
-from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
+from wren_testing import HostSyncDetector, tiny_config_kwargs, tiny_moe_config_kwargs
 from wren_testing.training import read_metrics
 from wrenlm.training.callbacks import TrainerCallback
 from wrenlm.training.checkpointing import list_checkpoints
@@ -148,7 +148,8 @@ def test_moe_router_callback_logs_router_losses_and_updates_the_bias_after_each_
             record["train/lm_loss"]
             == record["train/loss"] - AUX * record["train/aux_loss"] - Z * record["train/z_loss"]
         )
-        assert list(record)[-3:] == ["train/aux_loss", "train/z_loss", "train/lm_loss"]
+        router_keys = [key for key in record if key.startswith(("train/aux", "train/z", "train/lm", "train/expert"))]
+        assert router_keys[:3] == ["train/aux_loss", "train/z_loss", "train/lm_loss"]
 
     # One bias update per optimizer step, from the load counted over all its micro-batches, then the count restarts.
     finals = [r.expert_bias for r in trainer.unwrapped_model.routers()]
@@ -161,6 +162,89 @@ def test_moe_router_callback_logs_router_losses_and_updates_the_bias_after_each_
             assert torch.equal(after, bias + RATE * torch.sign(load.mean() - load))
             assert load.sum() == tokens_per_step
     assert all(bias.abs().sum() > 0 for bias in finals)
+
+
+class LoadWitness(TrainerCallback):
+    """Notes, for every forward of the model, whether the expert load was asked for and which experts each
+    router chose (read from the routers themselves, not from the model's load output)."""
+
+    def __init__(self):
+        self.forwards = []  # (output_expert_load asked for, [router indices per MoE layer])
+
+    def on_train_begin(self, trainer):
+        model = trainer.unwrapped_model
+
+        def before_forward(module, args, kwargs):
+            self.forwards.append((kwargs.get("output_expert_load"), []))
+
+        def after_router(module, args, output):
+            self.forwards[-1][1].append(output[2].detach().clone())  # (logits, weights, indices, probs)
+
+        model.register_forward_pre_hook(before_forward, with_kwargs=True)
+        for router in model.routers():
+            router.register_forward_hook(after_router)
+
+
+def test_expert_load_is_asked_for_on_logging_steps_only_and_logged_as_load_ratios(tmp_path):
+    witness = LoadWitness()
+    config = loop_config(tmp_path, max_steps=5, log_every=2)  # logging steps 2, 4 and 5 (the last)
+    trainer = Trainer(moe_model(), config, blocks(count=48), callbacks=[witness, MoeRouterCallback()])
+    trainer.train()
+
+    micro = config.gradient_accumulation_steps
+    asked = [bool(flag) for flag, _ in witness.forwards]
+    assert asked == [step in (2, 4, 5) for step in range(1, 6) for _ in range(micro)]
+    assert sum(asked) == 3 * micro
+
+    model_config = trainer.unwrapped_model.config
+    experts = model_config.num_experts
+    logged = [record for record in read_metrics(tmp_path) if "train/loss" in record]
+    assert [r["step"] for r in logged] == [2, 4, 5]
+    for record in logged:
+        step_forwards = witness.forwards[(record["step"] - 1) * micro : record["step"] * micro]
+        # Per MoE layer: the share of each expert in the step's assignments (equal micro-batches), over 1/experts.
+        shares = torch.stack(
+            [
+                torch.stack([torch.bincount(i.flatten(), minlength=experts) / i.numel() for i in layers])
+                for _, layers in step_forwards
+            ]
+        ).mean(dim=0)
+        ratios = shares * experts
+        moe_layers = [i for i in range(model_config.num_hidden_layers) if model_config.is_moe_layer(i)]
+        assert len(moe_layers) == ratios.shape[0] == 2
+        for layer, ratio in zip(moe_layers, ratios):
+            assert record[f"train/expert_load_max_layer_{layer}"] == pytest.approx(float(ratio.max()), rel=1e-6)
+        assert record["train/expert_load_max"] == pytest.approx(float(ratios.max()), rel=1e-6)
+        assert record["train/expert_load_min"] == pytest.approx(float(ratios.min()), rel=1e-6)
+        assert record["train/expert_load_max"] > 1.0  # 96 tokens x 2 choices do not split evenly by chance
+    assert not any("train/expert_load_max" in r for r in read_metrics(tmp_path) if "train/loss" not in r)
+
+
+class SyncsPerStep(TrainerCallback):
+    def __init__(self, detector):
+        self.detector, self.syncs, self.counted = detector, [], 0
+
+    def on_step_end(self, trainer, step, logs):
+        self.syncs.append(self.detector.seen[self.counted :])
+        self.counted = len(self.detector.seen)
+
+
+def test_moe_callback_adds_no_host_sync_on_steps_that_do_not_log(tmp_path):
+    """Host reads per step (on CPU, what would stall a GPU) with and without the callback: the same on the steps
+    that do not log; more on those that do (reading the figures), which shows the count can see them."""
+    per_run = {}
+    for name, callbacks in (("bare", []), ("moe", [MoeRouterCallback()])):
+        detector = HostSyncDetector()
+        counter = SyncsPerStep(detector)
+        config = loop_config(tmp_path / name, max_steps=4, log_every=3)  # logging steps 3 and 4
+        trainer = Trainer(moe_model(), config, blocks(), callbacks=[*callbacks, counter])
+        with detector:
+            trainer.train()
+        per_run[name] = counter.syncs
+        _reset_accelerate()
+    bare, moe = per_run["bare"], per_run["moe"]
+    assert moe[:2] == bare[:2]
+    assert all(len(moe[step]) > len(bare[step]) for step in (2, 3))
 
 
 def test_without_the_callback_the_loop_does_no_router_work(tmp_path):
