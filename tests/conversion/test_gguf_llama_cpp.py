@@ -13,9 +13,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, save_tiny_wren
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from wren_testing.gguf_export import ARCHITECTURES, CHATS, SAMPLE_TEXTS, save_tiny_wren
 from wrenlm.conversion.gguf_export import export_gguf
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR, import_packaged_model
 
