@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader, quants
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from tokenizers import Regex, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
 from wren_testing.gguf_export import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
@@ -26,7 +30,7 @@ from wrenlm.conversion.gguf import convert_gguf_to_wren, gguf_card_metadata, rea
 from wrenlm.conversion.gguf_export import export_gguf
 from wrenlm.conversion.gguf_vocab import portable_chat_template
 from wrenlm.hub import write_model_card
-from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE
+from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, WREN_PRETOKENIZE_PATTERN
 
 READABLE_BY_TRANSFORMERS = ("dense", "qkv_bias", "qk_norm", "qwen3_moe")
 _KINDS = {"f16": GGMLQuantizationType.F16, "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}
@@ -304,3 +308,14 @@ def test_a_failed_export_leaves_the_old_file_and_no_partial_one(checkpoints, tmp
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temporary one
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("'sStTrReEvVmMlLdDx ſ\n\r\t.,!2345é日🙂\u00a0")), max_size=40))
+def test_wrens_pattern_splits_like_transformers_smaug_bpe_regex_except_long_s(text):
+    # transformers' GGUF reader rebuilds a smaug-bpe tokenizer with `(?i:'s|...)`; Wren (and llama.cpp) spell the
+    # contractions with character classes, which differ only where a case fold reaches them: "'ſ".
+    wren = pre_tokenizers.Split(Regex(WREN_PRETOKENIZE_PATTERN), behavior="isolated").pre_tokenize_str(text)
+    reader = pre_tokenizers.Split(Regex(GGUF_PRE_TOKENIZER_SPLITS["smaug-bpe"]), behavior="isolated")
+    assume("'ſ" not in text)
+    assert wren == reader.pre_tokenize_str(text)
