@@ -12,6 +12,7 @@ error naming them, as is a tokenizer llama.cpp would split differently (see `ggu
 """
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,7 @@ def export_gguf(
     outtype = _resolve_outtype(outtype, state_dict)
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_partials(output_path)
     # Written next to the target under a fresh name (created with the usual permissions), renamed when complete.
     partial = output_path.with_name(f".{output_path.name}.{secrets.token_hex(6)}.partial")
     try:
@@ -164,6 +166,14 @@ def export_gguf(
         if os.path.exists(partial):
             os.remove(partial)
     return GGUFExport(output_path, arch, outtype, count, vocabulary.pre_tokenizer, tuple(fallbacks))
+
+
+def _remove_killed_partials(output_path: Path) -> None:
+    """Delete what an export to the same file left when it was killed mid-write (only this exporter's naming)."""
+    pattern = re.compile(rf"\.{re.escape(output_path.name)}\.[0-9a-f]{{12}}\.partial")
+    for path in output_path.parent.iterdir():
+        if pattern.fullmatch(path.name) and path.is_file():
+            path.unlink()
 
 
 def _resolve_outtype(outtype: str, state_dict: dict) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gguf import GGUFWriter, TokenType
 from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
-from ..tokenization.tokenization_wren import WREN_PRETOKENIZE_PATTERN
+from ..tokenization.tokenization_wren import WREN_PRETOKENIZE_PATTERN, WREN_V1_PRETOKENIZE_PATTERN
 from .errors import UnsupportedConversionError
 from .gguf import chat_stop_token_ids
 
@@ -36,6 +36,9 @@ LLAMA_CPP_PRE_TOKENIZERS: dict[tuple, str] = {
     ((_split("llama-bpe"), _BYTES_ONLY), True): "llama-bpe",
     ((_split("smaug-bpe"), _BYTES_ONLY), False): "smaug-bpe",
     ((_split("qwen2"), _BYTES_ONLY), False): "qwen2",
+    # Wren's own: llama.cpp's Llama-3 regex string itself, which llama.cpp runs for "smaug-bpe" without
+    # ignore_merges (transformers' table spells the contractions `(?i:'s|...)`, which also takes "'ſ").
+    ((("Split", WREN_PRETOKENIZE_PATTERN, "Isolated", False), _BYTES_ONLY), False): "smaug-bpe",
 }
 # Inside a chat template `{% generation %}` only marks the assistant's tokens for training (a transformers
 # extension that plain Jinja, and so llama.cpp and llama-cpp-python, reject); an always-true `if` block keeps
@@ -146,9 +149,10 @@ def llama_cpp_pre_tokenizer(spec: dict | None, ignore_merges: bool) -> str:
         return name
     described = " then ".join(_describe(step) for step in steps) or "none"
     why = (
-        "Wren's own pattern keeps a leading space on digit groups of up to three and matches contractions in any "
-        "case, which no llama.cpp pre-tokenizer does"
-        if any(step[0] == "Split" and step[1] == WREN_PRETOKENIZE_PATTERN for step in steps)
+        "it was trained with Wren's earlier pattern (WREN_V1_PRETOKENIZE_PATTERN: a space kept in front of digit "
+        "groups, no line breaks after punctuation), which no llama.cpp pre-tokenizer implements; tokenizers Wren "
+        "trains now split like llama.cpp's 'smaug-bpe', so retrain the tokenizer and the model to export"
+        if any(step[0] == "Split" and step[1] == WREN_V1_PRETOKENIZE_PATTERN for step in steps)
         else "llama.cpp would split some text differently"
     )
     raise UnsupportedConversionError(

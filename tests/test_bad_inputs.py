@@ -390,9 +390,24 @@ def pulled(ws: Workspace, **replace) -> list:
     )
 
 
-# `wren export` arrived in the same change as this table; its cells are still to be written. Its refusals (features
-# llama.cpp lacks, existing output file, bad --type) are tested in tests/conversion/test_gguf_export.py.
-EXPORT_PENDING = NotApplicable("cells not written yet for `wren export`: see tests/conversion/test_gguf_export.py")
+# export: a Wren checkpoint folder in (its tokenizer trained by Wren's own trainer), one .gguf file out
+def export_args(ws: Workspace, model=None, out="model.gguf", **replace) -> list:
+    model = model_with(ws, **replace) if model is None else model
+    return ["gguf", model, "--out", ws.root / out, "--type", "f32"]
+
+
+def export_recovers(ws: Workspace, run) -> None:
+    """A kill mid-write leaves a hidden partial file next to the target (which stays as it was); the next run removes
+    it (only the exporter's own naming) and writes the file."""
+    target = ws.file("model.gguf", b"an earlier export")
+    leftover = ws.file(".model.gguf.0123456789ab.partial", b"GGUF half a file")
+    mine = ws.file(".model.gguf.mine.partial", b"not written by wrenlm")  # not the exporter's naming: stays
+    code, out, err = run(*export_args(ws, ws.assets.model_dir), "--force")
+    assert code == 0, err
+    assert "tokenizer pre-tokenizer 'smaug-bpe'" in out
+    assert not leftover.exists() and mine.read_bytes() == b"not written by wrenlm"
+    assert target.read_bytes()[:4] == b"GGUF"
+
 
 TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
     # --- train-tokenizer: text files in, a tokenizer folder out
@@ -635,7 +650,36 @@ TABLE: dict[tuple[str, str], Refused | Recovers | NotApplicable] = {
         lambda ws: (["tester/wren", "--out", ws.user_folder("pulled")], "pulled"), not_empty("pull")
     ),
     ("pull", "killed-mid-write"): Recovers(pull_recovers),
-    **{("export", case): EXPORT_PENDING for case in CASES},
+    # --- export: a Wren checkpoint folder in, a GGUF file out
+    ("export", "missing"): Refused(
+        lambda ws: (export_args(ws, ws.root / "nope"), "nope"),
+        "Checkpoint folder .* does not exist \\(nor is it a Hub repo id\\)",
+    ),
+    ("export", "empty"): Refused(
+        lambda ws: (export_args(ws, ws.file("empty/.keep").parent), "empty"),
+        "has no config.json; is it a transformers checkpoint folder",
+    ),
+    ("export", "binary"): Refused(lambda ws: (export_args(ws, config__json=BINARY), "config.json"), NOT_JSON),
+    ("export", "non-utf8"): Refused(
+        lambda ws: (export_args(ws, config__json=b'{"model_type": "wr\xe9n"}'), "config.json"), NOT_JSON
+    ),
+    ("export", "truncated"): Refused(
+        lambda ws: (export_args(ws, model__safetensors=HALF), "model.safetensors"), CORRUPT
+    ),
+    ("export", "wrong-type"): Refused(
+        lambda ws: (export_args(ws, config__json="[1, 2]"), "config.json"), NO_MODEL_TYPE
+    ),
+    ("export", "typo-key"): Refused(
+        lambda ws: (export_args(ws, config__json='{"model_typ": "wren"}'), "config.json"), NO_MODEL_TYPE
+    ),
+    ("export", "existing-output"): Refused(
+        lambda ws: (
+            export_args(ws, ws.assets.model_dir, out=ws.file("mine.gguf", b"a user's file").name),
+            "mine.gguf",
+        ),
+        "already exists; pass --force",
+    ),
+    ("export", "killed-mid-write"): Recovers(export_recovers),
 }
 
 # Cells whose command downloads or writes what the user asked for even though the input then proves bad: the

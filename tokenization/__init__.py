@@ -17,6 +17,7 @@ from .tokenization_wren import (
     DEFAULT_CHAT_TEMPLATE,
     DEFAULT_SPECIAL_TOKENS,
     WREN_PRETOKENIZE_PATTERN,
+    WREN_V1_PRETOKENIZE_PATTERN,
     WrenTokenizer,
 )
 from .train import BACKENDS, tokenizer_from_bpe, train_bpe, train_bpe_with_tokenizers, train_tokenizer
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
     "DEFAULT_SPECIAL_TOKENS",
     "WREN_PRETOKENIZE_PATTERN",
+    "WREN_V1_PRETOKENIZE_PATTERN",
     "BPEModel",
     "WrenTokenizer",
     "count_pretokens",

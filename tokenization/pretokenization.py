@@ -4,10 +4,11 @@ Both training backends read text through `iter_text_segments`, so they see exact
 
 * Inputs are files or directories (walked recursively in sorted order, hidden entries skipped), read as
   strict UTF-8; a leading byte-order mark is dropped. Newlines are kept as they are (no CRLF translation).
-* Each file is cut into blocks of about `block_bytes` bytes, only right before a ``\\n`` that follows a
-  visible ASCII character. `WREN_PRETOKENIZE_PATTERN` never lets a match run from a non-space
-  character into whitespace and has no look-behind, so pre-tokenizing the blocks one by one gives
-  exactly the pre-tokens of the whole file; memory stays bounded by the block size, not the file size.
+* Each file is cut into blocks of about `block_bytes` bytes, only right before a ``\\n`` that follows an
+  ASCII letter or digit. `WREN_PRETOKENIZE_PATTERN` never lets a match run from a letter or digit into
+  whitespace (only punctuation takes the line breaks after it) and has no look-behind, so pre-tokenizing
+  the blocks one by one gives exactly the pre-tokens of the whole file; memory stays bounded by the block
+  size, not the file size (a file with no such line end stays one block).
 * Special tokens are matched first (leftmost, longest, as `tokenizers` matches added tokens) and
   removed: text on either side is pre-tokenized separately and no merge can ever span or build them.
 
@@ -30,8 +31,8 @@ from tqdm.auto import tqdm
 from .tokenization_wren import WREN_PRETOKENIZE_PATTERN, bytes_to_unicode
 
 DEFAULT_BLOCK_BYTES = 1 << 20
-# A block may end only right before "\n" that follows a visible ASCII character (see the module docstring).
-_SAFE_CUT = re.compile(rb"[\x21-\x7e]\n")
+# A block may end only right before "\n" that follows an ASCII letter or digit (see the module docstring).
+_SAFE_CUT = re.compile(rb"[A-Za-z0-9]\n")
 _BOM = "\ufeff"
 # str.translate table: a latin-1 decoded byte string -> GPT-2 byte-level characters.
 _BYTE_LEVEL_TABLE = str.maketrans({chr(byte): char for byte, char in bytes_to_unicode().items()})
@@ -115,7 +116,7 @@ def plan_blocks(files: Sequence[Path], block_bytes: int = DEFAULT_BLOCK_BYTES) -
 
 
 def _find_cut(handle, position: int, size: int, window: int = 1 << 16) -> int | None:
-    """First safe cut at or after `position` (the offset of a "\\n" that follows a visible ASCII byte)."""
+    """First safe cut at or after `position` (the offset of a "\\n" that follows an ASCII letter or digit)."""
     while position < size:
         handle.seek(position - 1)
         data = handle.read(window + 1)

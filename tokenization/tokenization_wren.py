@@ -24,15 +24,24 @@ from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-# GPT-2's pre-tokenizer pattern with two changes taken from later GPT-style tokenizers: contractions match
-# case-insensitively ("DON'T" splits like "don't") and digit runs are cut into groups of at most three
-# ("2025" -> "202", "5"), so numbers do not swallow vocabulary. Alternatives, in order: an apostrophe
-# contraction; an optional space plus letters; an optional space plus 1-3 digits; an optional space plus
-# other symbols (punctuation, emoji, marks); a whitespace run that leaves its last character to the next
-# word; any remaining whitespace run. Every character matches some alternative, so nothing is dropped.
-# No alternative lets a match run from a non-space character into following whitespace, which is what
-# lets the trainer cut files into blocks at "<visible char>\n" without changing the pre-tokens.
-WREN_PRETOKENIZE_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}{1,3}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# Llama-3's pre-tokenizer pattern, spelled exactly as llama.cpp spells it (so a Wren tokenizer exports to GGUF as
+# llama.cpp's "smaug-bpe": the same regex without Llama-3's ignore_merges). Alternatives, in order: an apostrophe
+# contraction in any case ("DON'T" splits like "don't"; written as character classes, not `(?i:...)`, so that "'ſ"
+# is no contraction here or in llama.cpp); letters, with at most one leading character that is no letter, digit or
+# line break (" word", "(word", "'Twas"); a group of at most three digits ("2025" -> "202", "5"); an optional space
+# plus other symbols, with the line breaks right after them ("!\n"); whitespace up to its last line break; a
+# whitespace run that leaves its last character to the next word; any remaining whitespace run. Every character
+# matches some alternative, so nothing is dropped. No alternative lets a match run from a letter or digit into
+# following whitespace and there is no look-behind, which is what lets the trainer cut files into blocks at
+# "<ASCII letter or digit>\n" without changing the pre-tokens (punctuation may carry the line breaks after it).
+WREN_PRETOKENIZE_PATTERN = (
+    r"""(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"""
+    r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+# The pattern of tokenizers Wren trained before it switched to the one above (GPT-2's with contractions in any
+# case and digit groups of at most three, a space kept in front of them). Their tokenizer.json carries it, so they
+# load and tokenize unchanged; no llama.cpp pre-tokenizer splits text this way, so they do not export to GGUF.
+WREN_V1_PRETOKENIZE_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}{1,3}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 PAD_TOKEN = "<|pad|>"
 BOS_TOKEN = "<|bos|>"
@@ -195,6 +204,7 @@ __all__ = [
     "IM_START_TOKEN",
     "PAD_TOKEN",
     "WREN_PRETOKENIZE_PATTERN",
+    "WREN_V1_PRETOKENIZE_PATTERN",
     "WrenTokenizer",
     "build_wren_backend",
     "byte_level_base_vocab",

@@ -16,17 +16,21 @@ import numpy as np
 import pytest
 import torch
 from gguf import GGMLQuantizationType, GGUFReader, quants
-from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from tokenizers import Regex, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
+from wren_testing.gguf_export import ARCHITECTURES, CHATS, SAMPLE_TEXTS, VOCAB_SIZE, bpe_tokenizer, save_tiny_wren
 from wrenlm.cli import main
 from wrenlm.conversion import UnsupportedConversionError
 from wrenlm.conversion.gguf import convert_gguf_to_wren, gguf_card_metadata, read_gguf_metadata
 from wrenlm.conversion.gguf_export import export_gguf
 from wrenlm.conversion.gguf_vocab import portable_chat_template
 from wrenlm.hub import write_model_card
-from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE
+from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, WREN_PRETOKENIZE_PATTERN
 
 READABLE_BY_TRANSFORMERS = ("dense", "qkv_bias", "qk_norm", "qwen3_moe")
 _KINDS = {"f16": GGMLQuantizationType.F16, "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}
@@ -86,11 +90,15 @@ def test_f16_bf16_q8_0_files_hold_exactly_the_rounded_wren(checkpoints, tmp_path
     assert torch.equal(hf.generate(input_ids, **options), rounded.generate(input_ids, **options))
 
 
-@pytest.mark.parametrize("pre", ["gpt-2", "llama-bpe", "qwen2", "smaug-bpe"])
-def test_tokenizer_from_the_file_gives_the_wren_ids_and_chat_prompts(tmp_path, pre):
+# "wren": the tokenizer Wren's own trainer learns (what `wren pretrain` trains); it splits like llama.cpp's smaug-bpe.
+@pytest.mark.parametrize(
+    ("pre", "llama_cpp_name"),
+    [(name, name) for name in ("gpt-2", "llama-bpe", "qwen2", "smaug-bpe")] + [("wren", "smaug-bpe")],
+)
+def test_tokenizer_from_the_file_gives_the_wren_ids_and_chat_prompts(tmp_path, pre, llama_cpp_name):
     folder = save_tiny_wren(tmp_path / "wren", "dense", pre=pre)
     result = export_gguf(folder, tmp_path / "model.gguf", outtype="f16")
-    assert result.pre_tokenizer == pre
+    assert result.pre_tokenizer == llama_cpp_name
     wren_tokenizer = AutoTokenizer.from_pretrained(folder)
     gguf_tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file="model.gguf")
     for text in SAMPLE_TEXTS:
@@ -247,10 +255,16 @@ def test_non_zero_router_selection_bias_is_refused(tmp_path):
     assert not (tmp_path / "model.gguf").exists()
 
 
-def test_wrens_own_pre_tokenizer_is_refused_naming_it(tmp_path):
-    folder = save_tiny_wren(tmp_path / "wren", "dense", pre="wren")
-    with pytest.raises(UnsupportedConversionError, match=r"Wren's own pattern .* no llama.cpp pre-tokenizer"):
+def test_a_tokenizer_with_wrens_earlier_pattern_is_refused_naming_it(tmp_path, capsys):
+    folder = save_tiny_wren(tmp_path / "wren", "dense", pre="wren-v1")
+    with pytest.raises(UnsupportedConversionError, match=r"Wren's earlier pattern .* no llama.cpp pre-tokenizer"):
         export_gguf(folder, tmp_path / "model.gguf")
+    capsys.readouterr()
+    assert main(["export", "gguf", str(folder), "--out", str(tmp_path / "model.gguf")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "WREN_V1_PRETOKENIZE_PATTERN" in error, error
+    assert "retrain the tokenizer" in error
+    assert not (tmp_path / "model.gguf").exists()
 
 
 def test_cli_writes_once_and_replaces_only_with_force(checkpoints, tmp_path, capsys):
@@ -294,3 +308,14 @@ def test_a_failed_export_leaves_the_old_file_and_no_partial_one(checkpoints, tmp
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not a private temporary one
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("'sStTrReEvVmMlLdDx ſ\n\r\t.,!2345é日🙂\u00a0")), max_size=40))
+def test_wrens_pattern_splits_like_transformers_smaug_bpe_regex_except_long_s(text):
+    # transformers' GGUF reader rebuilds a smaug-bpe tokenizer with `(?i:'s|...)`; Wren (and llama.cpp) spell the
+    # contractions with character classes, which differ only where a case fold reaches them: "'ſ".
+    wren = pre_tokenizers.Split(Regex(WREN_PRETOKENIZE_PATTERN), behavior="isolated").pre_tokenize_str(text)
+    reader = pre_tokenizers.Split(Regex(GGUF_PRE_TOKENIZER_SPLITS["smaug-bpe"]), behavior="isolated")
+    assume("'ſ" not in text)
+    assert wren == reader.pre_tokenize_str(text)

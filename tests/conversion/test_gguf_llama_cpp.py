@@ -4,18 +4,20 @@ Slow (`make test-llama-cpp` builds the wheel once into the ignored `.whl/` folde
 cores, then installs it): tiny Wrens of every exported layout give their logits in llama.cpp from an F32 file
 (llama.cpp keeps an F16 KV cache by default; these runs ask for F32 so only the weights' storage differs),
 llama.cpp tokenizes text and chat prompts exactly as the Wren tokenizer for each pre-tokenizer the exporter
-names, and the real SmolLM2-135M-Instruct, exported as F32, F16 and Q8_0, answers chat prompts with the Wren's
-greedy tokens.
+names, a Wren that `wren pretrain` trains with its own tokenizer tokenizes and generates alike in llama.cpp,
+and the real SmolLM2-135M-Instruct, exported as F32, F16 and Q8_0, answers chat prompts with the Wren's greedy
+tokens.
 """
 
+import ctypes
 import os
 
 import numpy as np
 import pytest
 import torch
-from gguf_export_testing import ARCHITECTURES, CHATS, SAMPLE_TEXTS, save_tiny_wren
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from wren_testing.gguf_export import ARCHITECTURES, CHATS, SAMPLE_TEXTS, save_tiny_wren
 from wrenlm.conversion.gguf_export import export_gguf
 from wrenlm.conversion.packaged import SMOLLM2_OUTPUT_DIR, import_packaged_model
 
@@ -112,6 +114,81 @@ def test_llama_cpp_tokenizes_like_the_wren_tokenizer(tmp_path, pre):
             prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
             assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == expected
+    finally:
+        llm.close()
+
+
+# Text that tells pre-tokenizers apart: digit runs, contractions in capitals, "'ſ" (a contraction only to a
+# case-folding regex), punctuation before line breaks, whitespace runs, tabs, other scripts, combining marks, emoji.
+TOKENIZER_PROBES = [
+    "In 1599, 12345678 men paid £3.50 (or 07:45) — 2025!",
+    "DON'T! I'M sure WE'LL, THEY'RE, YOU'VE, HE'D; don't 'tis 'TWAS x'ſy O'Neill",
+    "Stay!\n\nO, speak.\n  Exit.   \n\t\tEnter KING.\r\nLine\rend\n\n\n",
+    "Ünïcödé café naïve résumé Cafe\u0301 Ελληνικά Привет مرحبا 日本語のテキスト 한국어 हिन्दी",
+    "emoji 🙂👍🏽🇫🇷👨‍👩‍👧 and    spaces  ,  x\u00a0y\u3000z \u2028 end  ",
+    "<|im_start|>user\nHi! 42?<|im_end|>\n<|im_start|>assistant\n",
+]
+
+
+def _llama_cpp_text(llm, tokens: list[int]) -> str:
+    """llama.cpp's own text for `tokens` (llama-cpp-python's `detokenize` drops pieces longer than 32 bytes)."""
+    pieces = b""
+    for token in tokens:
+        size = 32
+        while True:
+            buffer = (ctypes.c_char * size)()
+            length = llama_cpp.llama_token_to_piece(llm._model.vocab, token, buffer, size, 0, True)
+            if length >= 0:
+                break
+            size = -length  # llama.cpp asks for a bigger buffer
+        pieces += bytes(buffer[:length])
+    return pieces.decode()
+
+
+@pytest.fixture
+def pretrained_wren(tmp_path):
+    """A tiny Wren that `wren pretrain` trains from scratch, tokenizer included (as with the default corpus)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from wren_testing.training import make_document, tiny_pretrain_settings
+    from wrenlm.training.config import PretrainConfig, apply_overrides
+    from wrenlm.training.pretrain import run_pretraining
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for index in range(4):
+        (corpus / f"work_{index}.txt").write_text(make_document(index), encoding="utf-8")
+    (corpus / "probes.txt").write_text("\n".join(TOKENIZER_PROBES[:-1] * 5), encoding="utf-8")
+    settings = tiny_pretrain_settings(corpus, None, tmp_path / "run", tokenizer=None, vocab_size=2048, max_steps=40)
+    try:
+        run_pretraining(apply_overrides(PretrainConfig(), settings))
+    finally:
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    return tmp_path / "run"
+
+
+@torch.no_grad()
+def test_a_wren_pretrain_model_with_its_own_tokenizer_runs_in_llama_cpp(pretrained_wren, tmp_path):
+    result = export_gguf(pretrained_wren, tmp_path / "model.gguf", outtype="f32")
+    assert result.pre_tokenizer == "smaug-bpe"
+    wren = AutoModelForCausalLM.from_pretrained(pretrained_wren).eval()
+    tokenizer = AutoTokenizer.from_pretrained(pretrained_wren)
+    llm = _llama(result.path, n_ctx=256, n_batch=256, logits_all=True, **_F32_KV_CACHE)
+    try:
+        for text in TOKENIZER_PROBES:
+            expected = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == expected, text
+            assert _llama_cpp_text(llm, expected) == tokenizer.decode(expected) == text
+        for prompt_text in ("KING.\n", "Stay, 1599! DON'T", "FOOL. O, speak"):
+            prompt = tokenizer(prompt_text)["input_ids"]
+            expected = wren.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False)[0, len(prompt) :]
+            assert _llama_cpp_greedy(llm, prompt, 24) == expected.tolist(), prompt_text
+        prompt = tokenizer(TOKENIZER_PROBES[2])["input_ids"]
+        llm.reset()
+        llm.eval(prompt)
+        logits = np.array(llm.scores[: len(prompt)])
+        np.testing.assert_allclose(logits, wren(torch.tensor([prompt])).logits[0].numpy(), atol=2e-4, rtol=1e-4)
     finally:
         llm.close()
 

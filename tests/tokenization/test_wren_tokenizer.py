@@ -406,3 +406,36 @@ def test_assistant_tokens_mask_covers_exactly_the_replies(trained_tokenizer):
 
 def test_wrenlm_exports_the_tokenizer():
     assert wrenlm.WrenTokenizer is WrenTokenizer
+
+
+def test_a_tokenizer_saved_with_wrens_earlier_pattern_loads_and_splits_as_before(corpora, tmp_path):
+    from wrenlm.tokenization.tokenization_wren import (
+        WREN_V1_PRETOKENIZE_PATTERN,
+        build_wren_backend,
+        byte_level_base_vocab,
+    )
+
+    backend = build_wren_backend(byte_level_base_vocab(), [])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(WREN_V1_PRETOKENIZE_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=list(DEFAULT_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator([corpora["prose"] + corpora["code"]], trainer)
+    specials = dict(pad_token="<|pad|>", bos_token="<|bos|>", eos_token="<|eos|>")
+    WrenTokenizer(tokenizer_object=backend, **specials).save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(loaded, WrenTokenizer)
+    split = json.loads(loaded.backend_tokenizer.to_str())["pre_tokenizer"]["pretokenizers"][0]
+    assert split["pattern"]["Regex"] == WREN_V1_PRETOKENIZE_PATTERN
+    for text in [*SAMPLES, "DON'T 2025!\n\nx"]:
+        assert loaded.encode(text) == backend.encode(text).ids
+    # The earlier pattern kept a space in front of digit groups; the current one does not.
+    assert [piece for piece, _ in loaded.backend_tokenizer.pre_tokenizer.pre_tokenize_str(" 2025")] == ["Ġ202", "5"]

@@ -5,6 +5,7 @@ Each layout is one llama.cpp architecture: `dense` (llama), `qkv_bias` (qwen2), 
 because it does not read them from the file: Qwen3's head_dim (128) and Qwen3-MoE's expert size (768).
 """
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -14,7 +15,8 @@ from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKEN
 
 from wren_testing import tiny_config_kwargs
 from wrenlm import WrenConfig, WrenForCausalLM
-from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, WrenTokenizer
+from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, WrenTokenizer, train_tokenizer
+from wrenlm.tokenization.tokenization_wren import WREN_V1_PRETOKENIZE_PATTERN, wren_pre_tokenizer
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. What is the capital of France? Paris is the capital.",
@@ -43,23 +45,28 @@ VOCAB_SIZE = TOKENIZER_SIZE + 6
 
 
 def tokenizer_pipeline(pre: str):
-    """(pre-tokenizer, BPE ignore_merges) of a Hub tokenizer.json that llama.cpp calls `pre`; "wren" is Wren's own."""
+    """(pre-tokenizer, BPE ignore_merges) of a Hub tokenizer.json that llama.cpp calls `pre`; "wren" is Wren's own,
+    "wren-v1" the pattern Wren's tokenizers had before (which llama.cpp lacks)."""
     if pre == "gpt-2":
         return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), False
     if pre == "smollm":
         steps = [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
         return pre_tokenizers.Sequence(steps), False
     if pre == "wren":
-        from wrenlm.tokenization.tokenization_wren import wren_pre_tokenizer
-
         return wren_pre_tokenizer(), False
-    split = pre_tokenizers.Split(Regex(GGUF_PRE_TOKENIZER_SPLITS[pre]), behavior="isolated")
+    pattern = WREN_V1_PRETOKENIZE_PATTERN if pre == "wren-v1" else GGUF_PRE_TOKENIZER_SPLITS[pre]
+    split = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     return pre_tokenizers.Sequence([split, byte_level]), pre == "llama-bpe"
 
 
 def bpe_tokenizer(pre: str = "gpt-2", size: int = TOKENIZER_SIZE) -> WrenTokenizer:
-    """A byte-level BPE trained on CORPUS with Wren's special tokens and ChatML template, split like `pre`."""
+    """A byte-level BPE trained on CORPUS with Wren's special tokens and ChatML template, split like `pre`;
+    "wren": the tokenizer Wren's own trainer (`train_tokenizer`, as `wren pretrain` runs it) learns from CORPUS."""
+    if pre == "wren":
+        with tempfile.TemporaryDirectory() as corpus:
+            (Path(corpus) / "corpus.txt").write_text("\n".join(CORPUS), encoding="utf-8")
+            return train_tokenizer([corpus], vocab_size=size, show_progress=False)
     pre_tokenizer, ignore_merges = tokenizer_pipeline(pre)
     backend = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges))
     backend.pre_tokenizer = pre_tokenizer
