@@ -136,16 +136,21 @@ def gathered_state_dict(accelerator, model, trainable_only: bool = False) -> dic
     return accelerator.get_state_dict(model)
 
 
+def drop_tied_copies(model, state_dict: dict) -> dict:
+    """Store a tied weight once: gathered copies no longer share storage, so `save_pretrained` cannot tell."""
+    for tied, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
+        if tied in state_dict and source in state_dict:
+            del state_dict[tied]
+    return state_dict
+
+
 def save_pretrained_model(accelerator, model, output_dir, tokenizer=None, generation_config=None) -> None:
     """`save_pretrained` of a prepared model (its full state gathered under FSDP/DeepSpeed) + tokenizer.
 
     Every process must call it."""
     accelerator.wait_for_everyone()
-    state_dict = gathered_state_dict(accelerator, model)
-    model = accelerator.unwrap_model(model)
-    for tied, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
-        if tied in state_dict and source in state_dict:  # gathered copies no longer share storage: store it once
-            del state_dict[tied]
+    prepared, model = model, accelerator.unwrap_model(model)
+    state_dict = drop_tied_copies(model, gathered_state_dict(accelerator, prepared))
     if generation_config is not None:
         model.generation_config = generation_config
     if accelerator.is_main_process:
@@ -273,6 +278,7 @@ __all__ = [
     "CheckpointManager",
     "checkpoint_name",
     "checkpoint_record",
+    "drop_tied_copies",
     "gathered_state_dict",
     "latest_checkpoint",
     "leftover_folders",

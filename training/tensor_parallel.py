@@ -70,20 +70,6 @@ def shard_numels(model) -> dict[str, int]:
 
 
 @torch.no_grad()
-def full_state_dict(model) -> dict[str, torch.Tensor]:
-    """Whole tensors on CPU, a tied weight once (as `save_pretrained` writes it); every process must call it.
-
-    transformers' own TP save gathers each name on its own, so the tied LM head would be written twice."""
-    tied = {name for name, _ in model.named_parameters(remove_duplicate=False)}
-    tied -= {name for name, _ in model.named_parameters()}
-    return {
-        name: (tensor.full_tensor() if _is_dtensor(tensor) else tensor).detach().cpu()
-        for name, tensor in model.state_dict().items()
-        if name not in tied
-    }
-
-
-@torch.no_grad()
 def clip_grad_norm_(parameters, max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` for a mix of sharded (DTensor) and whole parameters.
 
@@ -151,8 +137,10 @@ def run_tensor_parallel_pretraining(config, force: bool = False) -> dict:
 
     from ..output_dir import check_output_dir, mark_output_dir, write_text_atomic
     from .accelerator import make_accelerator
+    from .checkpointing import drop_tied_copies
     from .config import config_to_dict
     from .data import EpochSampler, build_lm_datasets, collate_blocks, load_documents, split_documents
+    from .fsdp import full_state_dict
     from .optim import build_optimizer, build_scheduler
     from .pretrain import build_model, default_generation_config, model_config, prepare_tokenizer
     from .tracking import LossWindow, MetricsLog
@@ -221,7 +209,9 @@ def run_tensor_parallel_pretraining(config, force: bool = False) -> dict:
     figures = validation_metrics(model, ({k: v.to(acc.device) for k, v in b.items()} for b in eval_loader))
     metrics_log.log({f"eval_full/{name}": value for name, value in figures.items()}, config.max_steps)
     model.generation_config = default_generation_config(tokenizer)
-    state_dict = full_state_dict(model)
+    # torch gathers the DTensor shards (to the main process); transformers' own TP save would gather each name on
+    # its own and write the tied LM head twice.
+    state_dict = drop_tied_copies(model, full_state_dict(model))
     model.save_pretrained(output_dir, is_main_process=acc.is_main_process, state_dict=state_dict)
     results = {
         "output_dir": str(output_dir),
@@ -263,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
 
 __all__ = [
     "clip_grad_norm_",
-    "full_state_dict",
     "main",
     "run_tensor_parallel_pretraining",
     "shard_numels",

@@ -69,6 +69,13 @@ def test_zero_equals_one_process_shards_and_saves_the_gathered_model(stage, tiny
     single_results = json.loads((tmp_path / "single" / "train_results.json").read_text())
     assert results["num_processes"] == 2
     assert results["num_parameters"] == single_results["num_parameters"]
+    # The run log names the engine read from the prepared model, with each rank's parameter bytes.
+    engine = results["engine"]
+    assert (engine["engine"], engine["world_size"]) == (f"zero{stage}", 2)
+    assert f"Engine: DeepSpeed ZeRO-{stage}, world size 2" in launched.stdout
+    full_bytes = single_results["engine"]["full_param_bytes"]
+    for held in engine["param_bytes_per_rank"]:
+        assert held == full_bytes if stage == 2 else full_bytes / 2 <= held <= full_bytes / 2 * 1.05
     logs = [read_metrics(tmp_path / name) for name in ("single", "zero")]
     assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4, 4]
     for one, two in zip(*logs):
