@@ -1,6 +1,6 @@
 """Tensor-parallel pretraining of a Wren model on N processes started by torchrun (CPU/gloo or GPUs).
 
-    torchrun --nproc_per_node 2 -m wrenlm.training.tensor_parallel --tokenizer runs/wren-tiny-shakespeare \\
+    torchrun --nproc_per_node 2 -m wrenlm.training.tensor_parallel_cli --tokenizer runs/wren-tiny-shakespeare \\
         --max-steps 200 --output-dir runs/tp          # every `wren pretrain` flag/--config/--set works
 
 The layers are split by transformers' own tensor-parallel loader (`from_pretrained(..., tp_plan="auto")`) with
@@ -23,7 +23,6 @@ end. On GPUs, Accelerate's own tensor parallelism (`ParallelismConfig(tp_size=N)
 import json
 import logging
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -230,34 +229,9 @@ def run_tensor_parallel_pretraining(config, force: bool = False) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from ..output_dir import add_force_argument
-    from .config import PretrainConfig, add_config_arguments, config_from_args
-
-    parser = argparse.ArgumentParser(
-        prog="torchrun --nproc_per_node N -m wrenlm.training.tensor_parallel",
-        description="Tensor-parallel pretraining with `wren pretrain`'s settings (see the module docstring).",
-    )
-    add_config_arguments(parser, PretrainConfig)
-    add_force_argument(parser, "--output-dir")
-    args = parser.parse_args(argv)
-    try:
-        run_tensor_parallel_pretraining(config_from_args(args, PretrainConfig), force=args.force)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"wrenlm.training.tensor_parallel: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
 __all__ = [
     "clip_grad_norm_",
-    "main",
     "run_tensor_parallel_pretraining",
     "shard_numels",
     "tensor_parallel_model",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())

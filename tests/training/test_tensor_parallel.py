@@ -65,7 +65,7 @@ def test_tensor_parallel_training_equals_one_process(tiny_settings, tmp_path):
     args = [f"--set={key}={json.dumps(value)}" for key, value in tp.items() if key not in ("model", "data")]
     args += ["--data", *tp["data"], *[f"--set=model.{key}={value}" for key, value in model.items()]]
     args += [f"--set=model.{key}={value}" for key, value in tp["model"].items() if key not in model]
-    launched = launch_two_cpu_processes(["-m", "wrenlm.training.tensor_parallel", *args], torchrun=True)
+    launched = launch_two_cpu_processes(["-m", "wrenlm.training.tensor_parallel_cli", *args], torchrun=True)
     assert launched.returncode == 0, launched.stderr[-4000:]
 
     results = json.loads((tmp_path / "tp" / "train_results.json").read_text())

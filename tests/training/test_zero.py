@@ -136,7 +136,8 @@ def test_zero_resumes_exactly_after_kill_9(stage, tiny_settings, tmp_path):
 def test_zero3_lora_adapter_equals_one_process_and_loads_with_peft(tokenizer, tmp_path):
     """`wren finetune` under ZeRO-3: the adapter gathered from the partitions equals one process' (losses too),
     loads with PeftModel, and the merged model (built from a fresh base) equals one process' merged model.
-    Exact match runs at the end: generation under ZeRO-3 needs both processes."""
+    Generation under ZeRO-3 needs both processes: the samples and exact match of the periodic evaluation (step 2)
+    and the final exact match run on both."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -147,7 +148,7 @@ def test_zero3_lora_adapter_equals_one_process_and_loads_with_peft(tokenizer, tm
     train_file = write_jsonl(tmp_path / "train.jsonl", copy_digits_records(64))
     eval_file = write_jsonl(tmp_path / "eval.jsonl", copy_digits_records(8, seed=1))
     common = ["--model", str(base), "--data", str(train_file), "--eval-data", str(eval_file), "--max-steps", "3"]
-    common += ["--learning-rate", "1e-2", "--warmup-steps", "1", "--eval-every", "0", "--save-every", "0"]
+    common += ["--learning-rate", "1e-2", "--warmup-steps", "1", "--eval-every", "2", "--save-every", "0"]
     common += ["--lora-r", "4", "--exact-match-examples", "2", "--max-new-tokens", "4", "--merge"]
     common += ["--no-progress-bar", "--report-to", "none", "--log-every", "1", "--eval-batch-size", "8"]
     assert wren_main(["finetune", *common, "--output-dir", str(tmp_path / "one"), "--per-device-batch-size", "8"]) == 0
@@ -164,6 +165,9 @@ def test_zero3_lora_adapter_equals_one_process_and_loads_with_peft(tokenizer, tm
     assert (one["num_processes"], two["num_processes"]) == (1, 2)
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
     assert two["eval_exact_match"] == one["eval_exact_match"]
+    for run in ("one", "zero3"):
+        periodic = [r for r in read_metrics(tmp_path / run) if r["step"] == 2 and "samples/0" in r]
+        assert periodic and periodic[0]["samples/0"], run
     losses_one, losses_two = train_losses(tmp_path / "one"), train_losses(tmp_path / "zero3")
     assert list(losses_two.values()) == pytest.approx(list(losses_one.values()), rel=1e-5)
     assert_same_weights(
