@@ -4,9 +4,9 @@
 
 For each tiny Wren (dense and MoE with a shared expert, each with and without qk_norm): build it with a seed,
 keep a whole copy as the one-process reference, split it with `tensor_parallel_model` (the config's TP plan),
-run the same batch through both in training mode (chunked LM loss, router losses) and write, per rank,
-OUT_DIR/rankN.json: the losses, the largest gradient difference per parameter (sharded gradients gathered
-with `full_tensor`), and the local and full shape of every parameter.
+run the same batch through both in training mode (chunked LM loss over the sharded head, router losses) and
+write, per rank, OUT_DIR/rankN.json: the losses, the largest gradient difference per parameter (sharded
+gradients gathered with `full_tensor`), and the local and full shape of every parameter.
 """
 
 import json
@@ -25,7 +25,7 @@ from wrenlm.training.tensor_parallel import tensor_parallel_model
 
 CASES = {
     "dense": tiny_config_kwargs(),
-    "dense_qk_norm": tiny_config_kwargs(qk_norm=True),
+    "dense_qk_norm": tiny_config_kwargs(qk_norm=True, loss_chunk_size=8),  # several loss chunks over the head
     "moe_shared": tiny_moe_config_kwargs(num_shared_experts=1),
     "moe_qk_norm_shared": tiny_moe_config_kwargs(qk_norm=True, num_shared_experts=1),
 }
