@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# The exact pin: a looser one lets pip pick the newest torch, on Linux a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,demo]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,demo,deepspeed]'
+	# DeepSpeed compiles its shared-memory collective op for CPU processes on first use; build it here once, so the
+	# ZeRO tests do not pay for it inside their time limits.
+	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
 	touch $@
 
 install: $(STAMP)

@@ -1,7 +1,7 @@
 """Distributed engines side by side: per-rank peak memory and tokens/s of the training loop, one engine per launch.
 
     python -m bench.distributed_bench                              # DDP vs FSDP2, 2 CPU processes, ~50M params
-    python -m bench.distributed_bench --engines ddp fsdp2 --repeats 2 --layers 4 --steps 6
+    python -m bench.distributed_bench --engines ddp fsdp2 zero2 zero3 --repeats 2 --layers 4 --steps 6
 
 Each run is `accelerate launch` of this file's worker with the engine's launch arguments (`ENGINES`), so it
 measures what `wren pretrain` runs: `make_accelerator` + `Trainer` on a `wren-small`-shaped model (fewer layers)
@@ -16,7 +16,8 @@ both sides; the load average is recorded with every run. Per rank the worker rep
   `MALLOC_MMAP_THRESHOLD_` (64 KiB, `--malloc-mmap-threshold 0` for glibc's default), so freed tensors leave
   the resident set and it tracks live memory, for every engine alike;
 * model state: parameters + gradients + optimizer state held by that rank, from the engine's own tensors
-  (DTensor local shards; a DDP rank holds everything);
+  (DTensor local shards; DeepSpeed's partitions: ZeRO-3 parameter partitions, the fp32 master and AdamW state
+  partitions, gradients counted as one master-sized partition; a DDP rank holds everything);
 * tokens/s: all ranks' tokens over the wall time of the steps after the warm-up ones.
 
 Another engine is one more `ENGINES` entry: its `accelerate launch` arguments and environment.
@@ -37,16 +38,18 @@ RESULT_PREFIX = "BENCH_RESULT "
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def _fsdp_config() -> str:
+def _config(name: str) -> str:
     from wrenlm.training.pretrain_cli import accelerate_config_path
 
-    return str(accelerate_config_path("fsdp"))
+    return str(accelerate_config_path(name))
 
 
 # name -> (accelerate launch arguments, extra environment); each a function so configs resolve lazily.
 ENGINES = {
     "ddp": lambda: (["--multi_gpu"], {}),
-    "fsdp2": lambda: (["--config_file", _fsdp_config()], {}),
+    "fsdp2": lambda: (["--config_file", _config("fsdp")], {}),
+    "zero2": lambda: (["--config_file", _config("deepspeed_zero2")], {}),
+    "zero3": lambda: (["--config_file", _config("deepspeed_zero3")], {}),
 }
 
 
@@ -120,6 +123,13 @@ def worker(settings: dict) -> None:
     num_params = sum(p.numel() for p in model.parameters())
     trainer.train()
     state = rank_state_bytes(trainer.model, trainer.optimizer)
+    if trainer.engine["engine"].startswith("zero"):
+        from wrenlm.training.deepspeed_engine import partition_numels
+
+        held = partition_numels(trainer.model)  # DeepSpeed's own partitions (fp32 here)
+        state["param_bytes"] = 4 * held["params_local"]
+        state["optimizer_bytes"] = 4 * (held["master_local"] + held["optimizer_state_local"])
+        probe.grad_bytes = 4 * held["master_local"]  # each rank reduces into its own partition
     warm = settings["warmup"]
     seconds = probe.times[-1] - probe.times[warm]
     tokens = (settings["steps"] - warm) * settings["batch"] * settings["seq"] * accelerator.num_processes

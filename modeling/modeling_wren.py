@@ -395,9 +395,12 @@ class WrenForCausalLM(WrenPreTrainedModel, GenerationMixin):
         loss = logits = None
         use_lean_loss = labels is not None and self.training and config.loss_chunk_size != 0
         if use_lean_loss:
+            head_weight = self.lm_head.weight
+            if hasattr(head_weight, "full_tensor"):  # tensor parallel: a vocab-sharded DTensor; chunk the whole head
+                head_weight = head_weight.full_tensor()
             loss = chunked_causal_lm_loss(
                 hidden_states,
-                self.lm_head.weight,
+                head_weight,
                 labels,
                 chunk_size=config.loss_chunk_size,
                 implementation=self.loss_implementation,

@@ -10,6 +10,7 @@ import os
 import torch
 
 from .config import TrainingConfig
+from .deepspeed_engine import deepspeed_accelerator_kwargs, deepspeed_requested
 from .engine_check import check_engine, check_request, planned_engine, requested_engine
 
 
@@ -53,8 +54,12 @@ def make_accelerator(config: TrainingConfig, **kwargs):
         torch.set_num_threads(config.cpu_threads)
     has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
     trackers = resolve_trackers(config.report_to)
+    engine_kwargs = {"cpu": not has_gpu}
+    if deepspeed_requested():  # ZeRO-2/3, on CPU too: see deepspeed_engine.py
+        engine_kwargs = deepspeed_accelerator_kwargs(config, has_gpu)
+    handlers = engine_kwargs.pop("kwargs_handlers", [])
     accelerator = Accelerator(
-        cpu=not has_gpu,
+        **engine_kwargs,
         mixed_precision=resolve_mixed_precision(config.mixed_precision),
         gradient_accumulation_plugin=GradientAccumulationPlugin(
             num_steps=config.gradient_accumulation_steps, sync_with_dataloader=False
@@ -66,7 +71,7 @@ def make_accelerator(config: TrainingConfig, **kwargs):
             project_dir=config.output_dir, logging_dir=os.path.join(config.output_dir, "logs")
         ),
         # MoE routers keep per-rank load counters in buffers; rank 0 must not overwrite them.
-        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False), *handlers],
         **kwargs,
     )
     # A launch that asked for FSDP/ZeRO/DDP and would run something weaker stops here, before any work.

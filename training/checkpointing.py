@@ -119,20 +119,38 @@ def restore_checkpoint(accelerator, checkpoint: str | os.PathLike, engine_state=
     return read_trainer_state(checkpoint)["state"]
 
 
+def gathered_state_dict(accelerator, model, trainable_only: bool = False) -> dict:
+    """The full state dict of a prepared model; every process must call it. `trainable_only`: only parameters that
+    require grad (a LoRA adapter); FSDP2 and DeepSpeed only.
+
+    FSDP2 models (Accelerate's or wren's CPU route) are gathered by torch itself. Under DeepSpeed: the fp32 master
+    weights gathered from the ZeRO partitions, held by the main process only (Accelerate's own gather returns the
+    16-bit copies, ZeRO-3 only with `stage3_gather_16bit_weights_on_model_save`)."""
+    from .deepspeed_engine import consolidated_state_dict, is_deepspeed
+    from .fsdp import full_state_dict, is_fsdp2_model
+
+    if is_fsdp2_model(model):
+        return full_state_dict(model, trainable_only=trainable_only)
+    if is_deepspeed(accelerator):
+        return consolidated_state_dict(model, keep=accelerator.is_main_process, trainable_only=trainable_only)
+    return accelerator.get_state_dict(model)
+
+
+def drop_tied_copies(model, state_dict: dict) -> dict:
+    """Store a tied weight once: gathered copies no longer share storage, so `save_pretrained` cannot tell."""
+    for tied, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
+        if tied in state_dict and source in state_dict:
+            del state_dict[tied]
+    return state_dict
+
+
 def save_pretrained_model(accelerator, model, output_dir, tokenizer=None, generation_config=None) -> None:
     """`save_pretrained` of a prepared model (its full state gathered under FSDP/DeepSpeed) + tokenizer.
 
     Every process must call it."""
-    from .fsdp import full_state_dict, is_fsdp2_model
-
     accelerator.wait_for_everyone()
-    # FSDP2 models (Accelerate's or wren's CPU route) are gathered by torch itself; Accelerate's own gathering
-    # handles DeepSpeed and asks a CPU process group's model for its (sharded) state dict as is.
-    state_dict = full_state_dict(model) if is_fsdp2_model(model) else accelerator.get_state_dict(model)
-    model = accelerator.unwrap_model(model)
-    for tied, source in (getattr(model, "all_tied_weights_keys", None) or {}).items():
-        if tied in state_dict and source in state_dict:  # gathered copies no longer share storage: store it once
-            del state_dict[tied]
+    prepared, model = model, accelerator.unwrap_model(model)
+    state_dict = drop_tied_copies(model, gathered_state_dict(accelerator, prepared))
     if generation_config is not None:
         model.generation_config = generation_config
     if accelerator.is_main_process:
@@ -260,6 +278,8 @@ __all__ = [
     "CheckpointManager",
     "checkpoint_name",
     "checkpoint_record",
+    "drop_tied_copies",
+    "gathered_state_dict",
     "latest_checkpoint",
     "leftover_folders",
     "list_checkpoints",

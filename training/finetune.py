@@ -22,9 +22,11 @@ from ..paths import FINETUNE_CONFIG_FILE as CONFIG_FILE
 from ..paths import FINETUNE_RESULTS_FILE as RESULTS_FILE
 from .accelerator import make_accelerator
 from .callbacks import TrainerCallback
+from .checkpointing import gathered_state_dict
 from .config import TrainingConfig, config_to_dict
-from .engine_check import planned_engine
-from .fsdp import full_state_dict, gathered_root, is_fsdp2_model
+from .deepspeed_engine import is_deepspeed, model_init_context, without_zero3_init
+from .engine_check import parameters_are_sharded, planned_engine
+from .fsdp import gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
 from .nodes import NodeLayout, check_sharded_checkpoints
 from .trainer import Trainer
@@ -109,8 +111,8 @@ class ExactMatchCallback(TrainerCallback):
 
         acc = trainer.accelerator
         model = trainer.unwrapped_model
-        # FSDP-sharded weights: every process generates alongside the main one (each forward gathers them).
-        if acc.is_main_process or is_fsdp2_model(model):
+        # FSDP/ZeRO-3-sharded weights: every process generates alongside the main one (each forward gathers them).
+        if acc.is_main_process or parameters_are_sharded(model):
             was_training = model.training
             model.eval()
             with gathered_root(model):
@@ -168,7 +170,7 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     The output folder must be new, empty or an earlier `wren finetune` run's (continued), unless `force`."""
     import yaml
     from accelerate.utils import set_seed
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
 
     from ..tokenization.special_tokens import pad_token_id
     from .finetune_data import ChatEncoder, PadCollator, load_chat_splits
@@ -191,7 +193,8 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
         seed=config.seed,
         task_sizes=(config.train_size or None, config.test_size or None),
     )
-    model, tokenizer = load_base(config.base_model)
+    with model_init_context(accelerator):
+        model, tokenizer = load_base(config.base_model)
     encoder = ChatEncoder(
         tokenizer, config.max_length or model.config.max_position_embeddings, vocab_size=model.config.vocab_size
     )
@@ -254,8 +257,10 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     )
     state = trainer.train()
     adapter_model = trainer.unwrapped_model
-    # FSDP2: the adapter's shards are gathered (every process takes part) before the main process saves them.
-    adapter_state = full_state_dict(adapter_model, trainable_only=True) if is_fsdp2_model(adapter_model) else None
+    # FSDP2 / DeepSpeed: the adapter gathered from the shards or ZeRO partitions (every process takes part) before
+    # the main process saves it; else the model's own state.
+    sharded = is_fsdp2_model(trainer.model) or is_deepspeed(accelerator)
+    adapter_state = gathered_state_dict(accelerator, trainer.model, trainable_only=True) if sharded else None
     if accelerator.is_main_process:  # before the final evaluation, so a failure there never loses the adapter
         adapter_model.save_pretrained(output_dir, state_dict=adapter_state)
         tokenizer.save_pretrained(output_dir)
@@ -284,10 +289,9 @@ def run_finetuning(config: FinetuneConfig, callbacks=(), accelerator=None, force
     if accelerator.is_main_process:
         if config.merge:
             adapter_model = trainer.unwrapped_model
-            if is_fsdp2_model(adapter_model):  # merging needs whole weights: the saved adapter on a fresh base
-                from peft import PeftModel
-
-                adapter_model = PeftModel.from_pretrained(load_base(config.base_model)[0], output_dir)
+            if parameters_are_sharded(adapter_model):  # merging needs whole weights: the saved adapter, fresh base
+                with without_zero3_init(accelerator):
+                    adapter_model = PeftModel.from_pretrained(load_base(config.base_model)[0], output_dir)
             merged = adapter_model.merge_and_unload()
             merged.config.router_bias_update_rate = bias_rate
             merged.save_pretrained(output_dir / MERGED_DIR)

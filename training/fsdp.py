@@ -50,8 +50,8 @@ def is_fsdp2_model(model) -> bool:
 
 
 def full_state_dict(model, trainable_only: bool = False) -> dict:
-    """The full (unsharded) state dict of an FSDP2 model on the main process ({} on the others); every process
-    must call it. `trainable_only`: only parameters that require grad (a LoRA adapter)."""
+    """The full (unsharded) state dict of an FSDP2 or tensor-parallel (DTensor) model on the main process ({} on the
+    others); every process must call it. `trainable_only`: only parameters that require grad (a LoRA adapter)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)

@@ -22,8 +22,9 @@ from .callbacks import TrainerCallback
 from .checkpointing import CHECKPOINT_DIR, CheckpointManager
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
-from .engine_check import planned_engine
-from .fsdp import gathered_root, is_fsdp2_model
+from .deepspeed_engine import model_init_context
+from .engine_check import parameters_are_sharded, planned_engine
+from .fsdp import gathered_root
 from .moe import moe_callbacks
 from .nodes import NodeLayout, check_sharded_checkpoints
 from .optim import describe_optimizer
@@ -198,7 +199,9 @@ def run_pretraining(
         periodic = validation.select(range(config.eval_blocks))
 
     set_seed(config.seed)
-    model = build_model(config, tokenizer)
+    with model_init_context(accelerator):
+        model = build_model(config, tokenizer)
+    num_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     check_sample_prompts(tokenizer, config.sample_prompts, model.config)
     claim_output_dir(config, accelerator, "pretrain", continued, layout)  # every input checked: the first write
     if accelerator.is_main_process:
@@ -216,7 +219,6 @@ def run_pretraining(
         accelerator=accelerator,
         node_layout=layout,
     )
-    num_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = trainer.global_batch_size * config.seq_len
     _say(
         accelerator,
@@ -272,8 +274,8 @@ def run_pretraining(
 
 def _final_samples(config: PretrainConfig, trainer: Trainer, tokenizer) -> list[str]:
     model = trainer.unwrapped_model
-    # FSDP-sharded weights: every process runs the generation with the main one (each forward gathers them).
-    if not ((trainer.accelerator.is_main_process or is_fsdp2_model(model)) and config.sample_prompts):
+    # FSDP/ZeRO-3-sharded weights: every process runs the generation with the main one (each forward gathers them).
+    if not ((trainer.accelerator.is_main_process or parameters_are_sharded(model)) and config.sample_prompts):
         return []
     with torch.random.fork_rng(), gathered_root(model):
         torch.manual_seed(config.seed)

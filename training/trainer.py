@@ -47,6 +47,7 @@ from .checkpointing import (
 )
 from .config import TrainingConfig, config_to_dict
 from .data import EpochSampler, collate_blocks
+from .deepspeed_engine import check_engine_batch, is_deepspeed
 from .engine_check import (
     check_engine,
     describe_report,
@@ -170,6 +171,8 @@ class Trainer:
                 model, optimizer, train_loader, *eval_loaders, scheduler
             )
         check_engine(request, running_engine(acc, self.model))
+        if is_deepspeed(acc):
+            check_engine_batch(acc, self.model, config)
         if is_fsdp2_model(self.model):
             mark_for_generation(self.model)
         self.eval_dataloader = eval_loaders[0] if eval_loaders else None

@@ -138,18 +138,15 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
     """Short generations on the main process, with their own RNG (the training RNG is untouched).
 
     `model` is the unwrapped model; `sample_fn(model, step)` replaces `config.sample_prompts`; the seed is
-    `config.seed + step`. With FSDP2-sharded parameters every process generates alongside (each forward gathers
-    the weights from all ranks) and the main process keeps the texts.
+    `config.seed + step`. With sharded parameters (FSDP2, ZeRO-3) every process generates alongside (each forward
+    gathers the weights from all ranks) and the main process keeps the texts.
     Every process must call it (it ends with a barrier).
     """
-    from accelerate.utils import DistributedType
+    from .engine_check import parameters_are_sharded
+    from .fsdp import gathered_root
 
-    from .fsdp import gathered_root, is_fsdp2_model
-
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return []  # sharded parameters: generation would need every rank
     texts: list[str] = []
-    if accelerator.is_main_process or is_fsdp2_model(model):
+    if accelerator.is_main_process or parameters_are_sharded(model):
         was_training = model.training
         model.eval()
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []

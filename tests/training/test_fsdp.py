@@ -100,6 +100,34 @@ def test_fsdp_shards_and_matches_one_process(tiny_settings, single_run, tmp_path
 
 
 @pytest.mark.timeout(240)
+def test_fsdp_moe_router_losses_equal_one_process(tiny_settings, tmp_path):
+    """A dense + MoE layer model with router losses and the router-bias update under FSDP2. The router losses are
+    per micro-batch of each process (the per-rank form; not global across ranks), so 2 processes x 2 sequences x
+    2 accumulation steps equal 1 process x 2 sequences x 4 accumulation steps: the same 8 sequences in the same
+    2-sequence groups give the same losses, router losses and weights."""
+    moe = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "first_k_dense_layers": 1}
+    common = {"max_steps": 4, "eval_every": 0, "save_every": 0, "sample_prompts": []}
+    common["model"] = {**moe, "router_bias_update_rate": 0.01}
+    single = tiny_settings(output_dir=tmp_path / "single", per_device_batch_size=2, gradient_accumulation_steps=4)
+    run_pretraining(apply_overrides(PretrainConfig(), {**single, **common}))
+    fsdp = tiny_settings(output_dir=tmp_path / "fsdp", per_device_batch_size=2, gradient_accumulation_steps=2)
+    launched = _fsdp_run({**fsdp, **common})
+    assert launched.returncode == 0, launched.stderr[-4000:]
+
+    logs = [read_metrics(tmp_path / name) for name in ("single", "fsdp")]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4, 4]
+    for one, two in zip(*logs):
+        figures = [key for key in ("train/loss", "train/aux_loss", "train/z_loss", "eval_full/loss") if key in one]
+        assert figures and all(key in two for key in figures)
+        for key in figures:
+            assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    saved = load_file(tmp_path / "fsdp" / "model.safetensors")
+    _assert_same_weights(load_file(tmp_path / "single" / "model.safetensors"), saved, rtol=1e-4, atol=1e-5)
+    assert any(key.endswith("expert_bias") and value.abs().sum() > 0 for key, value in saved.items())
+    assert json.loads((tmp_path / "fsdp" / "train_results.json").read_text())["engine"]["engine"] == "fsdp2"
+
+
+@pytest.mark.timeout(240)
 def test_fsdp_kill_and_rerun_gives_the_uninterrupted_run(tiny_settings, single_run, tmp_path):
     fsdp = tiny_settings(output_dir=tmp_path / "fsdp", per_device_batch_size=4, **COMMON)
 

@@ -167,11 +167,13 @@ def start_cpu_launcher(
     machine: tuple[int, int] = (0, 1),
     cwd=None,
     env: dict | None = None,
+    torchrun: bool = False,
 ) -> subprocess.Popen:
     """`accelerate launch` of `num_processes` CPU processes in all (gloo), in a process group of its own.
 
     `accelerate_args`: `--multi_gpu`, or `--config_file FILE` (e.g. the shipped FSDP config); `machine`:
-    (machine rank, number of machines) for a launcher standing in for one node of several."""
+    (machine rank, number of machines) for a launcher standing in for one node of several; `torchrun`: launch
+    with `torchrun --nproc_per_node N` instead of Accelerate's launcher (one machine)."""
     import os
     import sys
 
@@ -184,15 +186,27 @@ def start_cpu_launcher(
     }
     env.pop("ACCELERATE_USE_CPU", None)  # the scripts pass cpu=True themselves when there is no GPU
     rank, machines = machine
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", *accelerate_args,
-        "--num_processes", str(num_processes), "--num_machines", str(machines), "--machine_rank", str(rank),
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_ip", "127.0.0.1", "--main_process_port", str(port or free_port()),
-        *script_args,
-    ]  # fmt: skip
+    port = port or free_port()
+    if torchrun:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", *accelerate_args,
+            "--num_processes", str(num_processes), "--num_machines", str(machines), "--machine_rank", str(rank),
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+        ]  # fmt: skip
     return subprocess.Popen(
-        command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [*command, *script_args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -242,11 +256,14 @@ def wait_for_launchers(processes: list[subprocess.Popen], timeout: float) -> lis
 
 
 def launch_two_cpu_processes(
-    script_args: list[str], timeout: float = 170, accelerate_args: tuple[str, ...] = ("--multi_gpu",)
+    script_args: list[str],
+    timeout: float = 170,
+    accelerate_args: tuple[str, ...] = ("--multi_gpu",),
+    torchrun: bool = False,
 ) -> subprocess.CompletedProcess:
-    """`accelerate launch --multi_gpu --num_processes 2` (or another launch mode) on CPU (gloo); see
+    """`accelerate launch --multi_gpu --num_processes 2` (or another launch mode, or torchrun) on CPU (gloo); see
     `start_cpu_launcher`."""
-    process = start_cpu_launcher(script_args, accelerate_args=accelerate_args)
+    process = start_cpu_launcher(script_args, accelerate_args=accelerate_args, torchrun=torchrun)
     return wait_for_launchers([process], timeout)[0]
 
 
