@@ -58,6 +58,7 @@ _OLD = {
     "preset": "wren-tiny",
 }
 _MUON = {"optimizer": "muon", "muon_learning_rate": 0.02, "warmup_fraction": 0.05}
+_WSD = {"lr_schedule": "wsd", "decay_fraction": 0.3, "decay_shape": "linear"}
 _SHAPES = {
     "d192": {"hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6, "num_key_value_heads": 3},
     "d128": {"hidden_size": 128, "intermediate_size": 352, "num_attention_heads": 4, "num_key_value_heads": 2},
@@ -69,7 +70,18 @@ _SHAPES = {
         "num_key_value_heads": 3,
     },
     "L3": {"num_hidden_layers": 3},
+    "L6d128": {
+        "num_hidden_layers": 6,
+        "hidden_size": 128,
+        "intermediate_size": 352,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "d96": {"hidden_size": 96, "intermediate_size": 256, "num_attention_heads": 3, "num_key_value_heads": 1},
 }
+# MoE siblings: 8 routed experts (top-2) + 1 shared, each expert ~3/8 of the dense FFN width (as wren-tiny-moe).
+_SHAPES["d96-moe"] = {**_SHAPES["d96"], "moe_intermediate_size": 96}
+_SHAPES["d128-moe"] = {**_SHAPES["d128"], "moe_intermediate_size": 128}
 
 
 def _candidate(*layers: dict, **changes) -> dict:
@@ -85,7 +97,7 @@ CANDIDATES: dict[str, dict] = {
     "muon-lr0.02": _candidate(_OLD, _MUON),
     "muon-lr0.04": _candidate(_OLD, _MUON, muon_learning_rate=0.04),
     "muon-adam4e-3": _candidate(_OLD, _MUON, learning_rate=4e-3),
-    "muon-wsd": _candidate(_OLD, _MUON, lr_schedule="wsd", decay_fraction=0.3),
+    "muon-wsd": _candidate(_OLD, _MUON, _WSD),
     "muon-v2048": _candidate(_OLD, _MUON, vocab_size=2048),
     "muon-v1024": _candidate(_OLD, _MUON, vocab_size=1024),
     "muon-b16": _candidate(_OLD, _MUON, per_device_batch_size=16),
@@ -94,6 +106,19 @@ CANDIDATES: dict[str, dict] = {
     "muon-d128": _candidate(_OLD, _MUON, model=_SHAPES["d128"]),
     "muon-L6d192": _candidate(_OLD, _MUON, model=_SHAPES["L6d192"]),
     "muon-L3": _candidate(_OLD, _MUON, model=_SHAPES["L3"]),
+    "muon-L6d128": _candidate(_OLD, _MUON, model=_SHAPES["L6d128"]),
+    "muon-d96": _candidate(_OLD, _MUON, model=_SHAPES["d96"]),
+    "muon-d128-v2048": _candidate(_OLD, _MUON, model=_SHAPES["d128"], vocab_size=2048),
+    "muon-d128-lr0.04": _candidate(_OLD, _MUON, model=_SHAPES["d128"], muon_learning_rate=0.04),
+    "muon-d128-lr0.01": _candidate(_OLD, _MUON, model=_SHAPES["d128"], muon_learning_rate=0.01),
+    "muon-wsd-d96": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"]),
+    "muon-wsd-d128": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"]),
+    "muon-wsd-d96-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"], vocab_size=2048),
+    "muon-wsd-d128-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=2048),
+    "muon-wsd-d96-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"], vocab_size=1024),
+    "muon-wsd-d128-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=1024),
+    "moe-muon-wsd-d96": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d96-moe"]),
+    "moe-muon-wsd-d128": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d128-moe"]),
     "moe-old-default": _candidate(_OLD, preset="wren-tiny-moe"),
     "moe-muon": _candidate(_OLD, _MUON, preset="wren-tiny-moe"),
 }
@@ -120,10 +145,10 @@ def _model_config(settings: dict, vocab_size: int):
 def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
     """Seconds per training token of each distinct shape, timed in alternating rounds in this process."""
     import torch
-
-    from wrenlm import WrenForCausalLM
     from wrenlm.training.config import PretrainConfig, apply_overrides
     from wrenlm.training.optim import build_optimizer
+
+    from wrenlm import WrenForCausalLM
 
     torch.set_num_threads(1)
     shapes: dict[str, dict] = {}
@@ -166,6 +191,29 @@ def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
         }
         for key in cpu
     }
+
+
+def record_throughput(shapes: dict) -> None:
+    """Append one measurement per shape to THROUGHPUT_FILE; a shape's ratio is the mean of its measurements."""
+    known = json.loads(THROUGHPUT_FILE.read_text())["shapes"] if THROUGHPUT_FILE.exists() else {}
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_average": round(os.getloadavg()[0], 2)}
+    for key, measured in shapes.items():
+        entry = known.setdefault(key, {"measurements": []})
+        entry["measurements"].append({**stamp, **measured})
+        entry["speed_vs_old_default"] = statistics.mean(m["speed_vs_old_default"] for m in entry["measurements"])
+        print(f"{measured['speed_vs_old_default']:.3f}x (mean {entry['speed_vs_old_default']:.3f}x)  {key}")
+    RESULTS.mkdir(exist_ok=True)
+    THROUGHPUT_FILE.write_text(
+        json.dumps(
+            {
+                "method": "median CPU seconds per training token over alternating rounds, 1 thread, one process; "
+                "each shape's ratio is the mean over its measurements",
+                "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
+                "shapes": known,
+            },
+            indent=2,
+        )
+    )
 
 
 def budget_steps(settings: dict, throughput: dict, fraction: float = 1.0) -> int:
@@ -284,23 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list")
     args = parser.parse_args(argv)
     if args.command == "throughput":
-        shapes = measure_throughput(args.names, args.rounds, args.steps)
-        known = json.loads(THROUGHPUT_FILE.read_text())["shapes"] if THROUGHPUT_FILE.exists() else {}
-        RESULTS.mkdir(exist_ok=True)
-        THROUGHPUT_FILE.write_text(
-            json.dumps(
-                {
-                    "method": "median CPU seconds per training token over alternating rounds, 1 thread, one process",
-                    "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
-                    "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "load_average": round(os.getloadavg()[0], 2),
-                    "shapes": {**known, **shapes},
-                },
-                indent=2,
-            )
-        )
-        for key, value in shapes.items():
-            print(f"{value['speed_vs_old_default']:.3f}x  {key}")
+        record_throughput(measure_throughput(args.names, args.rounds, args.steps))
     elif args.command == "run":
         print(json.dumps(run_candidate(args.name, args.fraction)))
     elif args.command == "table":
