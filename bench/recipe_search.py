@@ -119,6 +119,12 @@ CANDIDATES: dict[str, dict] = {
     "muon-wsd-d128-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=1024),
     "moe-muon-wsd-d96": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d96-moe"]),
     "moe-muon-wsd-d128": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d128-moe"]),
+    "moe-muon-wsd-d96-v2048": _candidate(
+        _OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d96-moe"], vocab_size=2048
+    ),
+    "moe-muon-wsd-d128-v2048": _candidate(
+        _OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d128-moe"], vocab_size=2048
+    ),
     "moe-old-default": _candidate(_OLD, preset="wren-tiny-moe"),
     "moe-muon": _candidate(_OLD, _MUON, preset="wren-tiny-moe"),
 }
@@ -142,15 +148,15 @@ def _model_config(settings: dict, vocab_size: int):
 
 
 # ----------------------------------------------------------------------------------------------
-def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
+def measure_throughput(names: list[str], rounds: int, steps: int, threads: int = 1) -> dict:
     """Seconds per training token of each distinct shape, timed in alternating rounds in this process."""
     import torch
+
+    from wrenlm import WrenForCausalLM
     from wrenlm.training.config import PretrainConfig, apply_overrides
     from wrenlm.training.optim import build_optimizer
 
-    from wrenlm import WrenForCausalLM
-
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     shapes: dict[str, dict] = {}
     for name in [BASELINE, *names]:
         shapes.setdefault(shape_key(CANDIDATES[name]), CANDIDATES[name])
@@ -193,27 +199,37 @@ def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
     }
 
 
-def record_throughput(shapes: dict) -> None:
-    """Append one measurement per shape to THROUGHPUT_FILE; a shape's ratio is the mean of its measurements."""
-    known = json.loads(THROUGHPUT_FILE.read_text())["shapes"] if THROUGHPUT_FILE.exists() else {}
+def record_throughput(shapes: dict, threads: int = 1) -> None:
+    """Append one measurement per shape to the threads' file; a shape's ratio is the mean of its measurements.
+
+    With 1 thread the ratio of CPU seconds sets the budgets; with more threads only the wall-clock ratio means
+    anything (taken on an idle machine: it says how a 1-thread ratio shrinks on the main job's 2 cores)."""
+    path = throughput_file(threads)
+    known = json.loads(path.read_text())["shapes"] if path.exists() else {}
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_average": round(os.getloadavg()[0], 2)}
     for key, measured in shapes.items():
         entry = known.setdefault(key, {"measurements": []})
         entry["measurements"].append({**stamp, **measured})
         entry["speed_vs_old_default"] = statistics.mean(m["speed_vs_old_default"] for m in entry["measurements"])
-        print(f"{measured['speed_vs_old_default']:.3f}x (mean {entry['speed_vs_old_default']:.3f}x)  {key}")
+        cpu, mean, wall = (measured["speed_vs_old_default"], entry["speed_vs_old_default"],
+                           measured["wall_speed_vs_old_default"])
+        print(f"cpu {cpu:.3f}x (mean {mean:.3f}x) wall {wall:.3f}x  {key}")
     RESULTS.mkdir(exist_ok=True)
-    THROUGHPUT_FILE.write_text(
+    path.write_text(
         json.dumps(
             {
-                "method": "median CPU seconds per training token over alternating rounds, 1 thread, one process; "
-                "each shape's ratio is the mean over its measurements",
+                "method": f"median CPU seconds per training token over alternating rounds, {threads} thread(s), "
+                "one process; each shape's ratio is the mean over its measurements",
                 "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
                 "shapes": known,
             },
             indent=2,
         )
     )
+
+
+def throughput_file(threads: int) -> Path:
+    return THROUGHPUT_FILE if threads == 1 else RESULTS / f"recipe_throughput_{threads}threads.json"
 
 
 def budget_steps(settings: dict, throughput: dict, fraction: float = 1.0) -> int:
@@ -304,16 +320,19 @@ def run_candidate(name: str, fraction: float) -> dict:
 
 
 def table() -> str:
+    """Every recorded run; the full command of each is in RUNS_FILE."""
     records = [json.loads(line) for line in RUNS_FILE.read_text().splitlines() if line.strip()]
     lines = [
-        "| run | budget | steps | tokens | speed vs old default | parameters | epochs | bits/char (all validation) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | budget | steps | tokens | speed vs old default | parameters | epochs | train time (1 thread) "
+        "| load average | bits/char (all validation) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
+        load = f"{r['load_average_before']:.1f} / {r['load_average_after']:.1f}"
         lines.append(
             f"| {r['name']} | {r['budget_fraction']:g} | {r['steps']:,} | {r['tokens'] / 1e6:.2f}M | "
             f"{r['speed_vs_old_default']:.2f}x | {r['num_parameters'] / 1e6:.2f}M | {r['epochs']:.2f} | "
-            f"{r['validation_bits_per_char']:.4f} |"
+            f"{r['train_seconds'] / 60:.1f} min | {load} | {r['validation_bits_per_char']:.4f} |"
         )
     return "\n".join(lines)
 
@@ -325,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     measure.add_argument("names", nargs="*", default=list(CANDIDATES))
     measure.add_argument("--rounds", type=int, default=4)
     measure.add_argument("--steps", type=int, default=2)
+    measure.add_argument("--threads", type=int, default=1, help="1 sets the budgets; 2 shows the main job's scaling")
     run = sub.add_parser("run")
     run.add_argument("name", choices=sorted(CANDIDATES))
     run.add_argument("--fraction", type=float, default=1.0, help="of the default budget (reduced-scale screening)")
@@ -332,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list")
     args = parser.parse_args(argv)
     if args.command == "throughput":
-        record_throughput(measure_throughput(args.names, args.rounds, args.steps))
+        record_throughput(measure_throughput(args.names, args.rounds, args.steps, args.threads), args.threads)
     elif args.command == "run":
         print(json.dumps(run_candidate(args.name, args.fraction)))
     elif args.command == "table":
