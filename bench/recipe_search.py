@@ -211,8 +211,11 @@ def record_throughput(shapes: dict, threads: int = 1) -> None:
         entry = known.setdefault(key, {"measurements": []})
         entry["measurements"].append({**stamp, **measured})
         entry["speed_vs_old_default"] = statistics.mean(m["speed_vs_old_default"] for m in entry["measurements"])
-        cpu, mean, wall = (measured["speed_vs_old_default"], entry["speed_vs_old_default"],
-                           measured["wall_speed_vs_old_default"])
+        cpu, mean, wall = (
+            measured["speed_vs_old_default"],
+            entry["speed_vs_old_default"],
+            measured["wall_speed_vs_old_default"],
+        )
         print(f"cpu {cpu:.3f}x (mean {mean:.3f}x) wall {wall:.3f}x  {key}")
     RESULTS.mkdir(exist_ok=True)
     path.write_text(
