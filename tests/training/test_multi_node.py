@@ -29,8 +29,9 @@ def test_multi_node_without_shared_folder_trains_checkpoints_and_resumes_after_k
     # No --tokenizer: the main process trains one and every node gets its own copy.
     # AdamW: the one-process run below must match the nodes' weights exactly (Muon's bf16 Newton-Schulz would not).
     settings = tiny_settings(
-        output_dir="run", per_device_batch_size=4, max_steps=8, save_every=4, eval_every=4, vocab_size=384, optimizer="adamw"
+        output_dir="run", per_device_batch_size=4, max_steps=8, save_every=4, eval_every=4, vocab_size=384
     )
+    settings["optimizer"] = "adamw"
     del settings["tokenizer"]
 
     killed = launch_two_nodes([str(WORKER), json.dumps(settings), "--kill-after-step", "6"], cwds=nodes)
