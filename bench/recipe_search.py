@@ -149,7 +149,12 @@ def _model_config(settings: dict, vocab_size: int):
 
 # ----------------------------------------------------------------------------------------------
 def measure_throughput(names: list[str], rounds: int, steps: int, threads: int = 1) -> dict:
-    """Seconds per training token of each distinct shape, timed in alternating rounds in this process."""
+    """Seconds per training token of each distinct shape, timed in alternating rounds in this process.
+
+    Besides process CPU time and wall time, the main thread's own CPU time: with several threads it is the serial
+    part plus the main thread's share, i.e. the wall time the step would take on idle cores if waking the other
+    threads cost nothing. On a shared machine that is the only usable estimate of the multi-thread ratio (an
+    upper bound for small models, which wake threads for small pieces of work)."""
     import torch
 
     from wrenlm import WrenForCausalLM
@@ -179,21 +184,25 @@ def measure_throughput(names: list[str], rounds: int, steps: int, threads: int =
         one_step(model, optimizer, batch)  # warm-up: allocations, optimizer state
     cpu: dict[str, list[float]] = {key: [] for key, *_ in setups}
     wall: dict[str, list[float]] = {key: [] for key, *_ in setups}
+    main_thread: dict[str, list[float]] = {key: [] for key, *_ in setups}
     for round_index in range(rounds):
         order = setups if round_index % 2 == 0 else setups[::-1]
         for key, model, optimizer, batch in order:
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            start_cpu, start_wall, start_main = time.process_time(), time.perf_counter(), time.thread_time()
             for _ in range(steps):
                 one_step(model, optimizer, batch)
+            main_thread[key].append((time.thread_time() - start_main) / (steps * batch.numel()))
             cpu[key].append((time.process_time() - start_cpu) / (steps * batch.numel()))
             wall[key].append((time.perf_counter() - start_wall) / (steps * batch.numel()))
     base_key = shape_key(CANDIDATES[BASELINE])
     base_cpu, base_wall = statistics.median(cpu[base_key]), statistics.median(wall[base_key])
+    base_main = statistics.median(main_thread[base_key])
     return {
         key: {
             "cpu_seconds_per_token": statistics.median(cpu[key]),
             "speed_vs_old_default": base_cpu / statistics.median(cpu[key]),
             "wall_speed_vs_old_default": base_wall / statistics.median(wall[key]),
+            "main_thread_speed_vs_old_default": base_main / statistics.median(main_thread[key]),
         }
         for key in cpu
     }
@@ -211,12 +220,13 @@ def record_throughput(shapes: dict, threads: int = 1) -> None:
         entry = known.setdefault(key, {"measurements": []})
         entry["measurements"].append({**stamp, **measured})
         entry["speed_vs_old_default"] = statistics.mean(m["speed_vs_old_default"] for m in entry["measurements"])
-        cpu, mean, wall = (
+        cpu, mean, wall, main = (
             measured["speed_vs_old_default"],
             entry["speed_vs_old_default"],
             measured["wall_speed_vs_old_default"],
+            measured["main_thread_speed_vs_old_default"],
         )
-        print(f"cpu {cpu:.3f}x (mean {mean:.3f}x) wall {wall:.3f}x  {key}")
+        print(f"cpu {cpu:.3f}x (mean {mean:.3f}x) wall {wall:.3f}x main thread {main:.3f}x  {key}")
     RESULTS.mkdir(exist_ok=True)
     path.write_text(
         json.dumps(
@@ -355,6 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list")
     args = parser.parse_args(argv)
     if args.command == "throughput":
+        if args.threads > 1:  # as the `wren` commands start PyTorch: waiting threads sleep instead of spinning
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         record_throughput(measure_throughput(args.names, args.rounds, args.steps, args.threads), args.threads)
     elif args.command == "run":
         print(json.dumps(run_candidate(args.name, args.fraction)))
