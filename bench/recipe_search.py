@@ -79,6 +79,7 @@ _SHAPES = {
     },
     "d96": {"hidden_size": 96, "intermediate_size": 256, "num_attention_heads": 3, "num_key_value_heads": 1},
 }
+_SHAPES["L6d96"] = {**_SHAPES["d96"], "num_hidden_layers": 6}
 # MoE siblings: 8 routed experts (top-2) + 1 shared, each expert ~3/8 of the dense FFN width (as wren-tiny-moe).
 _SHAPES["d96-moe"] = {**_SHAPES["d96"], "moe_intermediate_size": 96}
 _SHAPES["d128-moe"] = {**_SHAPES["d128"], "moe_intermediate_size": 128}
@@ -115,6 +116,7 @@ CANDIDATES: dict[str, dict] = {
     "muon-wsd-d128": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"]),
     "muon-wsd-d96-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"], vocab_size=2048),
     "muon-wsd-d128-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=2048),
+    "muon-wsd-L6d96-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["L6d96"], vocab_size=2048),
     "muon-wsd-d96-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"], vocab_size=1024),
     "muon-wsd-d128-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=1024),
     "moe-muon-wsd-d96": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d96-moe"]),
