@@ -127,11 +127,11 @@ class PretrainConfig(TrainingConfig):
     the winner of the recipe search at that budget (docs/recipe-search.md, `python -m bench.recipe_search`):
     Muon for the hidden matrices, a warmup-stable-decay schedule, a 2,048-token vocabulary and a model small
     enough (0.59M parameters) to see many tokens. `max_steps` is that budget on 2 idle cores: 1,200 steps of
-    the previous default (wren-tiny, AdamW) took 7.3 minutes, and wren-nano trains an estimated 3.3-3.7x as
-    many tokens per second there (docs/recipe-search.md); 3,800 steps is 3.17x, a margin for the estimate.
+    the previous default (wren-tiny, AdamW) took 7.3 minutes, and wren-nano trains 2.93x as many tokens per
+    second there (measured side by side, docs/recipe-search.md).
     """
 
-    max_steps: int = 3800
+    max_steps: int = 3500
     per_device_batch_size: int = 8
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.05
