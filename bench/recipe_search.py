@@ -58,6 +58,7 @@ _OLD = {
     "preset": "wren-tiny",
 }
 _MUON = {"optimizer": "muon", "muon_learning_rate": 0.02, "warmup_fraction": 0.05}
+_WSD = {"lr_schedule": "wsd", "decay_fraction": 0.3, "decay_shape": "linear"}
 _SHAPES = {
     "d192": {"hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6, "num_key_value_heads": 3},
     "d128": {"hidden_size": 128, "intermediate_size": 352, "num_attention_heads": 4, "num_key_value_heads": 2},
@@ -69,7 +70,19 @@ _SHAPES = {
         "num_key_value_heads": 3,
     },
     "L3": {"num_hidden_layers": 3},
+    "L6d128": {
+        "num_hidden_layers": 6,
+        "hidden_size": 128,
+        "intermediate_size": 352,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "d96": {"hidden_size": 96, "intermediate_size": 256, "num_attention_heads": 3, "num_key_value_heads": 1},
 }
+_SHAPES["L6d96"] = {**_SHAPES["d96"], "num_hidden_layers": 6}
+# MoE siblings: 8 routed experts (top-2) + 1 shared, each expert ~3/8 of the dense FFN width (as wren-tiny-moe).
+_SHAPES["d96-moe"] = {**_SHAPES["d96"], "moe_intermediate_size": 96}
+_SHAPES["d128-moe"] = {**_SHAPES["d128"], "moe_intermediate_size": 128}
 
 
 def _candidate(*layers: dict, **changes) -> dict:
@@ -85,7 +98,7 @@ CANDIDATES: dict[str, dict] = {
     "muon-lr0.02": _candidate(_OLD, _MUON),
     "muon-lr0.04": _candidate(_OLD, _MUON, muon_learning_rate=0.04),
     "muon-adam4e-3": _candidate(_OLD, _MUON, learning_rate=4e-3),
-    "muon-wsd": _candidate(_OLD, _MUON, lr_schedule="wsd", decay_fraction=0.3),
+    "muon-wsd": _candidate(_OLD, _MUON, _WSD),
     "muon-v2048": _candidate(_OLD, _MUON, vocab_size=2048),
     "muon-v1024": _candidate(_OLD, _MUON, vocab_size=1024),
     "muon-b16": _candidate(_OLD, _MUON, per_device_batch_size=16),
@@ -94,6 +107,26 @@ CANDIDATES: dict[str, dict] = {
     "muon-d128": _candidate(_OLD, _MUON, model=_SHAPES["d128"]),
     "muon-L6d192": _candidate(_OLD, _MUON, model=_SHAPES["L6d192"]),
     "muon-L3": _candidate(_OLD, _MUON, model=_SHAPES["L3"]),
+    "muon-L6d128": _candidate(_OLD, _MUON, model=_SHAPES["L6d128"]),
+    "muon-d96": _candidate(_OLD, _MUON, model=_SHAPES["d96"]),
+    "muon-d128-v2048": _candidate(_OLD, _MUON, model=_SHAPES["d128"], vocab_size=2048),
+    "muon-d128-lr0.04": _candidate(_OLD, _MUON, model=_SHAPES["d128"], muon_learning_rate=0.04),
+    "muon-d128-lr0.01": _candidate(_OLD, _MUON, model=_SHAPES["d128"], muon_learning_rate=0.01),
+    "muon-wsd-d96": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"]),
+    "muon-wsd-d128": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"]),
+    "muon-wsd-d96-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"], vocab_size=2048),
+    "muon-wsd-d128-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=2048),
+    "muon-wsd-L6d96-v2048": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["L6d96"], vocab_size=2048),
+    "muon-wsd-d96-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d96"], vocab_size=1024),
+    "muon-wsd-d128-v1024": _candidate(_OLD, _MUON, _WSD, model=_SHAPES["d128"], vocab_size=1024),
+    "moe-muon-wsd-d96": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d96-moe"]),
+    "moe-muon-wsd-d128": _candidate(_OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d128-moe"]),
+    "moe-muon-wsd-d96-v2048": _candidate(
+        _OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d96-moe"], vocab_size=2048
+    ),
+    "moe-muon-wsd-d128-v2048": _candidate(
+        _OLD, _MUON, _WSD, preset="wren-tiny-moe", model=_SHAPES["d128-moe"], vocab_size=2048
+    ),
     "moe-old-default": _candidate(_OLD, preset="wren-tiny-moe"),
     "moe-muon": _candidate(_OLD, _MUON, preset="wren-tiny-moe"),
 }
@@ -117,15 +150,20 @@ def _model_config(settings: dict, vocab_size: int):
 
 
 # ----------------------------------------------------------------------------------------------
-def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
-    """Seconds per training token of each distinct shape, timed in alternating rounds in this process."""
+def measure_throughput(names: list[str], rounds: int, steps: int, threads: int = 1) -> dict:
+    """Seconds per training token of each distinct shape, timed in alternating rounds in this process.
+
+    Besides process CPU time and wall time, the main thread's own CPU time: with several threads it is the serial
+    part plus the main thread's share, i.e. the wall time the step would take on idle cores if waking the other
+    threads cost nothing. On a shared machine that is the only usable estimate of the multi-thread ratio (an
+    upper bound for small models, which wake threads for small pieces of work)."""
     import torch
 
     from wrenlm import WrenForCausalLM
     from wrenlm.training.config import PretrainConfig, apply_overrides
     from wrenlm.training.optim import build_optimizer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     shapes: dict[str, dict] = {}
     for name in [BASELINE, *names]:
         shapes.setdefault(shape_key(CANDIDATES[name]), CANDIDATES[name])
@@ -148,24 +186,65 @@ def measure_throughput(names: list[str], rounds: int, steps: int) -> dict:
         one_step(model, optimizer, batch)  # warm-up: allocations, optimizer state
     cpu: dict[str, list[float]] = {key: [] for key, *_ in setups}
     wall: dict[str, list[float]] = {key: [] for key, *_ in setups}
+    main_thread: dict[str, list[float]] = {key: [] for key, *_ in setups}
     for round_index in range(rounds):
         order = setups if round_index % 2 == 0 else setups[::-1]
         for key, model, optimizer, batch in order:
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            start_cpu, start_wall, start_main = time.process_time(), time.perf_counter(), time.thread_time()
             for _ in range(steps):
                 one_step(model, optimizer, batch)
+            main_thread[key].append((time.thread_time() - start_main) / (steps * batch.numel()))
             cpu[key].append((time.process_time() - start_cpu) / (steps * batch.numel()))
             wall[key].append((time.perf_counter() - start_wall) / (steps * batch.numel()))
     base_key = shape_key(CANDIDATES[BASELINE])
     base_cpu, base_wall = statistics.median(cpu[base_key]), statistics.median(wall[base_key])
+    base_main = statistics.median(main_thread[base_key])
     return {
         key: {
             "cpu_seconds_per_token": statistics.median(cpu[key]),
             "speed_vs_old_default": base_cpu / statistics.median(cpu[key]),
             "wall_speed_vs_old_default": base_wall / statistics.median(wall[key]),
+            "main_thread_speed_vs_old_default": base_main / statistics.median(main_thread[key]),
         }
         for key in cpu
     }
+
+
+def record_throughput(shapes: dict, threads: int = 1) -> None:
+    """Append one measurement per shape to the threads' file; a shape's ratio is the mean of its measurements.
+
+    With 1 thread the ratio of CPU seconds sets the budgets; with more threads only the wall-clock ratio means
+    anything (taken on an idle machine: it says how a 1-thread ratio shrinks on the main job's 2 cores)."""
+    path = throughput_file(threads)
+    known = json.loads(path.read_text())["shapes"] if path.exists() else {}
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M"), "load_average": round(os.getloadavg()[0], 2)}
+    for key, measured in shapes.items():
+        entry = known.setdefault(key, {"measurements": []})
+        entry["measurements"].append({**stamp, **measured})
+        entry["speed_vs_old_default"] = statistics.mean(m["speed_vs_old_default"] for m in entry["measurements"])
+        cpu, mean, wall, main = (
+            measured["speed_vs_old_default"],
+            entry["speed_vs_old_default"],
+            measured["wall_speed_vs_old_default"],
+            measured["main_thread_speed_vs_old_default"],
+        )
+        print(f"cpu {cpu:.3f}x (mean {mean:.3f}x) wall {wall:.3f}x main thread {main:.3f}x  {key}")
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "method": f"median CPU seconds per training token over alternating rounds, {threads} thread(s), "
+                "one process; each shape's ratio is the mean over its measurements",
+                "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
+                "shapes": known,
+            },
+            indent=2,
+        )
+    )
+
+
+def throughput_file(threads: int) -> Path:
+    return THROUGHPUT_FILE if threads == 1 else RESULTS / f"recipe_throughput_{threads}threads.json"
 
 
 def budget_steps(settings: dict, throughput: dict, fraction: float = 1.0) -> int:
@@ -256,16 +335,19 @@ def run_candidate(name: str, fraction: float) -> dict:
 
 
 def table() -> str:
+    """Every recorded run; the full command of each is in RUNS_FILE."""
     records = [json.loads(line) for line in RUNS_FILE.read_text().splitlines() if line.strip()]
     lines = [
-        "| run | budget | steps | tokens | speed vs old default | parameters | epochs | bits/char (all validation) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | budget | steps | tokens | speed vs old default | parameters | epochs | train time (1 thread) "
+        "| load average | bits/char (all validation) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
+        load = f"{r['load_average_before']:.1f} / {r['load_average_after']:.1f}"
         lines.append(
             f"| {r['name']} | {r['budget_fraction']:g} | {r['steps']:,} | {r['tokens'] / 1e6:.2f}M | "
             f"{r['speed_vs_old_default']:.2f}x | {r['num_parameters'] / 1e6:.2f}M | {r['epochs']:.2f} | "
-            f"{r['validation_bits_per_char']:.4f} |"
+            f"{r['train_seconds'] / 60:.1f} min | {load} | {r['validation_bits_per_char']:.4f} |"
         )
     return "\n".join(lines)
 
@@ -277,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     measure.add_argument("names", nargs="*", default=list(CANDIDATES))
     measure.add_argument("--rounds", type=int, default=4)
     measure.add_argument("--steps", type=int, default=2)
+    measure.add_argument("--threads", type=int, default=1, help="1 sets the budgets; 2 shows the main job's scaling")
     run = sub.add_parser("run")
     run.add_argument("name", choices=sorted(CANDIDATES))
     run.add_argument("--fraction", type=float, default=1.0, help="of the default budget (reduced-scale screening)")
@@ -284,23 +367,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list")
     args = parser.parse_args(argv)
     if args.command == "throughput":
-        shapes = measure_throughput(args.names, args.rounds, args.steps)
-        known = json.loads(THROUGHPUT_FILE.read_text())["shapes"] if THROUGHPUT_FILE.exists() else {}
-        RESULTS.mkdir(exist_ok=True)
-        THROUGHPUT_FILE.write_text(
-            json.dumps(
-                {
-                    "method": "median CPU seconds per training token over alternating rounds, 1 thread, one process",
-                    "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
-                    "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "load_average": round(os.getloadavg()[0], 2),
-                    "shapes": {**known, **shapes},
-                },
-                indent=2,
-            )
-        )
-        for key, value in shapes.items():
-            print(f"{value['speed_vs_old_default']:.3f}x  {key}")
+        if args.threads > 1:  # as the `wren` commands start PyTorch: waiting threads sleep instead of spinning
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        record_throughput(measure_throughput(args.names, args.rounds, args.steps, args.threads), args.threads)
     elif args.command == "run":
         print(json.dumps(run_candidate(args.name, args.fraction)))
     elif args.command == "table":

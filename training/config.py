@@ -123,19 +123,25 @@ class TrainingConfig:
 class PretrainConfig(TrainingConfig):
     """`wren pretrain`: data, tokenizer and model on top of the loop settings.
 
-    The defaults are the main job (wren-tiny on Shakespeare in about 8 minutes on 2 CPU cores), tuned
-    for the lowest validation bits per character at that budget: small batches and many steps beat
-    big batches, and a long warmup (200 steps) with a low final LR beat shorter/higher schedules.
+    The defaults are the main job (wren-nano on Shakespeare in about 7 minutes of training on 2 CPU cores),
+    the winner of the recipe search at that budget (docs/recipe-search.md, `python -m bench.recipe_search`):
+    Muon for the hidden matrices, a warmup-stable-decay schedule, a 2,048-token vocabulary and a model small
+    enough (0.59M parameters) to see many tokens. `max_steps` is that budget on 2 idle cores: 1,200 steps of
+    the previous default (wren-tiny, AdamW) took 7.3 minutes, and wren-nano trains 2.93x as many tokens per
+    second there (measured side by side, docs/recipe-search.md).
     """
 
-    max_steps: int = 1200
+    max_steps: int = 3500
     per_device_batch_size: int = 8
     learning_rate: float = 2e-3
-    warmup_fraction: float = 1 / 6
+    warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.05
-    eval_every: int = 300
+    lr_schedule: str = "wsd"
+    decay_fraction: float = 0.3
+    optimizer: str = "muon"
+    eval_every: int = 1000
     eval_blocks: int = 32
-    save_every: int = 300
+    save_every: int = 1000
     sample_prompts: list[str] = field(default_factory=lambda: ["ROMEO.\n", "\n"])
 
     data: list[str] = field(default_factory=list)
@@ -147,7 +153,7 @@ class PretrainConfig(TrainingConfig):
     seq_len: int = 256
 
     tokenizer: str | None = None
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     tokenizer_min_frequency: int = 2
 
     preset: str = DEFAULT_PRESET

@@ -1,4 +1,4 @@
-"""`wren pretrain`: train a tokenizer and a Wren model (default: wren-tiny on Shakespeare).
+"""`wren pretrain`: train a tokenizer and a Wren model (default: wren-nano on Shakespeare).
 
 wren pretrain                                   # the main job, a few minutes on 2 CPU cores
 wren pretrain --data my_texts/ --max-steps 2000 --output-dir runs/mine

@@ -27,9 +27,11 @@ def _node_dirs(tmp_path) -> list[Path]:
 def test_multi_node_without_shared_folder_trains_checkpoints_and_resumes_after_kill(tiny_settings, tmp_path):
     nodes = _node_dirs(tmp_path)
     # No --tokenizer: the main process trains one and every node gets its own copy.
+    # AdamW: the one-process run below must match the nodes' weights exactly (Muon's bf16 Newton-Schulz would not).
     settings = tiny_settings(
         output_dir="run", per_device_batch_size=4, max_steps=8, save_every=4, eval_every=4, vocab_size=384
     )
+    settings["optimizer"] = "adamw"
     del settings["tokenizer"]
 
     killed = launch_two_nodes([str(WORKER), json.dumps(settings), "--kill-after-step", "6"], cwds=nodes)
@@ -52,7 +54,7 @@ def test_multi_node_without_shared_folder_trains_checkpoints_and_resumes_after_k
 
     # One process with the same global batch and the tokenizer the nodes trained: the same run.
     single = tiny_settings(output_dir=tmp_path / "single", tokenizer=str(runs[0]), per_device_batch_size=8)
-    single.update({k: settings[k] for k in ("max_steps", "save_every", "eval_every")})
+    single.update({k: settings[k] for k in ("max_steps", "save_every", "eval_every", "optimizer")})
     run_pretraining(apply_overrides(PretrainConfig(), single))
     one, two = train_losses(tmp_path / "single"), train_losses(runs[0])
     assert list(two) == list(range(1, 9))
@@ -72,7 +74,9 @@ def test_multi_node_fsdp_needs_a_shared_output_folder(tiny_settings, tmp_path):
     with the reason; with one (the same absolute path on both) they train together."""
     nodes = _node_dirs(tmp_path)
     fsdp = ("--config_file", str(accelerate_config_path("fsdp")))
-    settings = tiny_settings(output_dir="run", per_device_batch_size=4, max_steps=4, save_every=2, eval_every=0)
+    settings = tiny_settings(
+        output_dir="run", per_device_batch_size=4, max_steps=4, save_every=2, eval_every=0, optimizer="adamw"
+    )
 
     separate = launch_two_nodes([str(WORKER), json.dumps(settings)], cwds=nodes, accelerate_args=fsdp)
     for node in separate:
