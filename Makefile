@@ -76,7 +76,7 @@ test-slow: $(STAMP) llama-cpp
 
 demo: $(STAMP)
 	$(BIN)/wren pretrain
-	$(BIN)/wren chat runs/wren-tiny-shakespeare
+	$(BIN)/wren chat runs/wren-nano-shakespeare
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

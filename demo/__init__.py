@@ -2,7 +2,7 @@
 
 from wrenlm.demo import build_demo, load_chat_model
 
-model, tokenizer, label = load_chat_model("runs/wren-tiny-shakespeare")   # or a Hub repo, or adapter=...
+model, tokenizer, label = load_chat_model("runs/wren-nano-shakespeare")   # or a Hub repo, or adapter=...
 build_demo(model, tokenizer, label=label).launch()
 """
 

@@ -7,7 +7,7 @@ tools behind `wren push` and `wren pull`:
 
     from wrenlm.hub import check_folder, push_folder, pull
 
-    push_folder("runs/wren-tiny-shakespeare", "me/wren-tiny")     # checks the folder first, needs a token
+    push_folder("runs/wren-nano-shakespeare", "me/wren-tiny")     # checks the folder first, needs a token
     pull("me/wren-tiny", "downloads/wren-tiny")                     # snapshot_download + check
 """
 

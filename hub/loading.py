@@ -10,7 +10,7 @@ One place decides what a model name and an adapter name mean, for `wren eval`, `
   shape error or silently skip the weights whose modules do not exist.
 
     from wrenlm.hub.loading import load_model_and_tokenizer
-    model, tokenizer = load_model_and_tokenizer("runs/wren-tiny-shakespeare", adapter="runs/wren-lora")
+    model, tokenizer = load_model_and_tokenizer("runs/wren-nano-shakespeare", adapter="runs/wren-lora")
 """
 
 import json

@@ -53,6 +53,10 @@ def make_accelerator(config: TrainingConfig, **kwargs):
     if config.cpu_threads:
         torch.set_num_threads(config.cpu_threads)
     has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    if not has_gpu:
+        # Accelerate imports DeepSpeed (when installed) on every unwrap_model; named, its CPU accelerator is chosen
+        # without the warning that guessing it prints into every CPU run's output.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     trackers = resolve_trackers(config.report_to)
     engine_kwargs = {"cpu": not has_gpu}
     if deepspeed_requested():  # ZeRO-2/3, on CPU too: see deepspeed_engine.py

@@ -18,7 +18,9 @@ import yaml
 
 from .defaults import DEFAULT_OUTPUT_DIR, DEFAULT_PRESET
 
-OPTIMIZERS = ("adamw", "muon")
+# "auto": Muon where whole weight matrices live on each process (one process, DDP), AdamW where an engine shards or
+# flattens them (FSDP, DeepSpeed ZeRO, tensor parallelism); the run log names the one used.
+OPTIMIZERS = ("auto", "adamw", "muon")
 LR_SCHEDULES = ("cosine", "wsd")
 DECAY_SHAPES = ("linear", "1-sqrt", "cosine")
 
@@ -45,7 +47,8 @@ class TrainingConfig:
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_epsilon: float = 1e-8
-    # adamw: AdamW everywhere; muon: torch.optim.Muon for the hidden weight matrices, AdamW for the rest
+    # adamw: AdamW everywhere; muon: torch.optim.Muon for the hidden weight matrices, AdamW for the rest;
+    # auto: muon, or adamw under an engine that shards the matrices (see OPTIMIZERS)
     optimizer: str = "adamw"
     muon_learning_rate: float = 0.02
     muon_momentum: float = 0.95
@@ -127,18 +130,18 @@ class PretrainConfig(TrainingConfig):
     the winner of the recipe search at that budget (docs/recipe-search.md, `python -m bench.recipe_search`):
     Muon for the hidden matrices, a warmup-stable-decay schedule, a 2,048-token vocabulary and a model small
     enough (0.59M parameters) to see many tokens. `max_steps` is that budget on 2 idle cores: 1,200 steps of
-    the previous default (wren-tiny, AdamW) took 7.3 minutes, and wren-nano trains 2.93x as many tokens per
-    second there (measured side by side, docs/recipe-search.md).
+    the previous default (wren-tiny, AdamW) took 7.3 minutes; 3,200 steps of wren-nano took 7.0 (measured,
+    docs/pretraining.md).
     """
 
-    max_steps: int = 3500
+    max_steps: int = 3200
     per_device_batch_size: int = 8
     learning_rate: float = 2e-3
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.05
     lr_schedule: str = "wsd"
     decay_fraction: float = 0.3
-    optimizer: str = "muon"
+    optimizer: str = "auto"
     eval_every: int = 1000
     eval_blocks: int = 32
     save_every: int = 1000

@@ -88,10 +88,7 @@ def deepspeed_accelerator_kwargs(config, has_gpu: bool) -> dict:
     """`Accelerator(...)` arguments for a DeepSpeed launch: the plugin, and on CPU the gloo backend."""
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
-    if not has_gpu:
-        # Before DeepSpeed picks its accelerator (it would guess CPU too, with a warning).
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    try:
+    try:  # (without a GPU, make_accelerator has named DeepSpeed's CPU accelerator before this import)
         import deepspeed  # noqa: F401
     except ImportError as error:  # a ValueError: the CLI reports it in one line, like any other bad setting
         raise ValueError(f"This launch asks for DeepSpeed (ACCELERATE_USE_DEEPSPEED=true). {INSTALL_HINT}") from error

@@ -1,8 +1,8 @@
 """`wren eval`: perplexity, bits per character and exact match through `evaluate` (offline metric modules).
 
 wren eval                                                   # the wren pretrain model on its validation split
-wren eval --model runs/wren-tiny-shakespeare --data builtin:arithmetic --metric exact_match
-wren eval --model runs/wren-tiny-shakespeare --adapter runs/wren-lora --data builtin:arithmetic \
+wren eval --model runs/wren-nano-shakespeare --data builtin:arithmetic --metric exact_match
+wren eval --model runs/wren-nano-shakespeare --adapter runs/wren-lora --data builtin:arithmetic \
     --metric exact_match perplexity --out results.json
 """
 

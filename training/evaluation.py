@@ -1,7 +1,7 @@
 """Evaluation with `evaluate` and the shipped metric modules: what `wren eval` runs.
 
     from wrenlm.training.evaluation import run_evaluation
-    results = run_evaluation("runs/wren-tiny-shakespeare", data="builtin:arithmetic", metrics=["exact_match"],
+    results = run_evaluation("runs/wren-nano-shakespeare", data="builtin:arithmetic", metrics=["exact_match"],
                              adapter="runs/wren-lora-arithmetic")
 
 Data:

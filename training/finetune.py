@@ -1,7 +1,7 @@
 """`wren finetune`: LoRA (PEFT) on chat data with the pretraining loop (`Trainer`).
 
     from wrenlm.training.finetune import FinetuneConfig, run_finetuning
-    results = run_finetuning(FinetuneConfig(base_model="runs/wren-tiny-shakespeare", data="builtin:arithmetic"))
+    results = run_finetuning(FinetuneConfig(base_model="runs/wren-nano-shakespeare", data="builtin:arithmetic"))
 
 Steps: check and render ALL the data first (chat template, labels on assistant tokens only), wrap the
 base model with `get_peft_model` (Wren's default targets; the routed expert tensors too on MoE models),

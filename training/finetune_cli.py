@@ -1,7 +1,7 @@
 """`wren finetune`: LoRA fine-tuning on chat data (messages JSONL or a built-in task).
 
 wren finetune                                              # the wren pretrain model on builtin:arithmetic
-wren finetune --model runs/wren-tiny-shakespeare --data chat.jsonl --output-dir runs/my-lora --merge
+wren finetune --model runs/wren-nano-shakespeare --data chat.jsonl --output-dir runs/my-lora --merge
 wren finetune --data builtin:reverse --max-steps 300 --lora-r 8
 accelerate launch --multi_gpu --num_processes 2 -m wrenlm.training.finetune_cli --data chat.jsonl
 """

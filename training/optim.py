@@ -210,18 +210,22 @@ class MuonWithAdamW(torch.optim.Optimizer):
         return loss
 
 
-def check_optimizer_engine(config, accelerator) -> None:
-    """Muon orthogonalises whole matrices: refuse the engines that shard or flatten them (no silent fallback)."""
-    from accelerate.utils import DistributedType
+# Engines (`engine_check.planned_engine` names) that shard or flatten the matrices Muon orthogonalises.
+MATRIX_SHARDING_ENGINES = ("fsdp1", "fsdp2", "zero1", "zero2", "zero3", "tensor-parallel")
 
-    if config.optimizer == "muon" and accelerator.distributed_type in (
-        DistributedType.FSDP,
-        DistributedType.DEEPSPEED,
-    ):
+
+def resolve_optimizer(config, engine: str) -> str:
+    """The optimizer `config.optimizer` means under `engine`: `auto` picks; an explicit Muon where it cannot run is an
+    error (never a quiet switch to AdamW)."""
+    shards = engine in MATRIX_SHARDING_ENGINES
+    if config.optimizer == "auto":
+        return "adamw" if shards else "muon"
+    if config.optimizer == "muon" and shards:
         raise ValueError(
-            f"--optimizer muon runs on one process or under DDP, not under {accelerator.distributed_type.value}, "
-            "which shards the matrices Muon orthogonalises; use --optimizer adamw there."
+            f"--optimizer muon runs on one process or under DDP, not under {engine}, which shards the matrices Muon "
+            "orthogonalises; use --optimizer adamw (or auto) there."
         )
+    return config.optimizer
 
 
 def _adamw_options(config, params) -> dict:
@@ -250,9 +254,9 @@ def build_optimizer(model_or_groups, config) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, **_adamw_options(config, [p for g in groups for p in g["params"]]))
 
 
-def describe_optimizer(config) -> str:
-    """One line for the run's summary, e.g. `Muon (peak LR 0.02) + AdamW (peak LR 0.002)`."""
-    if config.optimizer == "muon":
+def describe_optimizer(config, name: str | None = None) -> str:
+    """One line for the run's summary, e.g. `Muon (peak LR 0.02) + AdamW (peak LR 0.002)` (`name`: as resolved)."""
+    if (name or config.optimizer) == "muon":
         return f"Muon (peak LR {config.muon_learning_rate:g}) + AdamW (peak LR {config.learning_rate:g})"
     return f"AdamW (peak LR {config.learning_rate:g})"
 
@@ -290,15 +294,16 @@ def build_scheduler(optimizer, config):
 __all__ = [
     "DECAY_SHAPES",
     "LR_SCHEDULES",
+    "MATRIX_SHARDING_ENGINES",
     "OPTIMIZERS",
     "ExpertMuon",
     "MuonWithAdamW",
     "build_optimizer",
     "build_scheduler",
-    "check_optimizer_engine",
     "describe_optimizer",
     "muon_groups",
     "parameter_groups",
+    "resolve_optimizer",
     "warmup_steps",
     "weight_decay_groups",
 ]

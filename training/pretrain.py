@@ -228,7 +228,7 @@ def run_pretraining(
         f"{accelerator.device}{_cpu_threads_note(accelerator)}, mixed precision {accelerator.mixed_precision}.\n"
         f"Training {config.max_steps} steps x {trainer.global_batch_size} sequences ({tokens_per_step:,} tokens/step, "
         f"{config.max_steps * tokens_per_step / max(stats['train_tokens'], 1):.2f} epochs) with "
-        f"{describe_optimizer(config)}, {config.lr_schedule} schedule.",
+        f"{describe_optimizer(config, trainer.optimizer_name)}, {config.lr_schedule} schedule.",
     )
     state = trainer.train()
     # Saved before the final evaluation and samples, so a failure there never loses the trained model.

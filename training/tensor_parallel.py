@@ -1,6 +1,6 @@
 """Tensor-parallel pretraining of a Wren model on N processes started by torchrun (CPU/gloo or GPUs).
 
-    torchrun --nproc_per_node 2 -m wrenlm.training.tensor_parallel_cli --tokenizer runs/wren-tiny-shakespeare \\
+    torchrun --nproc_per_node 2 -m wrenlm.training.tensor_parallel_cli --tokenizer runs/wren-nano-shakespeare \\
         --max-steps 200 --output-dir runs/tp          # every `wren pretrain` flag/--config/--set works
 
 The layers are split by transformers' own tensor-parallel loader (`from_pretrained(..., tp_plan="auto")`) with
@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -140,15 +141,15 @@ def run_tensor_parallel_pretraining(config, force: bool = False) -> dict:
     from .config import config_to_dict
     from .data import EpochSampler, build_lm_datasets, collate_blocks, load_documents, split_documents
     from .fsdp import full_state_dict
-    from .optim import build_optimizer, build_scheduler
+    from .optim import build_optimizer, build_scheduler, resolve_optimizer
     from .pretrain import build_model, default_generation_config, model_config, prepare_tokenizer
     from .tracking import LossWindow, MetricsLog
     from .validation import validation_metrics
 
     config.validate()
     model_config(config)  # a bad model setting fails before any work
-    if config.optimizer != "adamw":
-        raise ValueError(f"--optimizer {config.optimizer} is not supported with tensor parallelism; use adamw.")
+    # Muon needs whole matrices; `auto` means AdamW here, an explicit muon is refused.
+    config = replace(config, optimizer=resolve_optimizer(config, "tensor-parallel"))
     start = time.perf_counter()
     output_dir = Path(config.output_dir)
     # No checkpoints or resume here: the folder must be new or empty (or --force).

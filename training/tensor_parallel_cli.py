@@ -1,6 +1,6 @@
 """Tensor-parallel pretraining with `wren pretrain`'s settings, on the processes torchrun starts.
 
-torchrun --nproc_per_node 2 -m wrenlm.training.tensor_parallel_cli --tokenizer runs/wren-tiny-shakespeare \\
+torchrun --nproc_per_node 2 -m wrenlm.training.tensor_parallel_cli --tokenizer runs/wren-nano-shakespeare \\
     --max-steps 200 --output-dir runs/tp                  # every `wren pretrain` flag, --config and --set work
 
 See `wrenlm.training.tensor_parallel` for what it does and does not do.

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -58,7 +58,7 @@ from .engine_check import (
 )
 from .fsdp import TorchFsdp, is_fsdp2_model, mark_for_generation, rebind_parameters, wren_applies_fsdp
 from .nodes import NodeLayout, check_sharded_checkpoints
-from .optim import build_optimizer, build_scheduler, check_optimizer_engine, parameter_groups
+from .optim import build_optimizer, build_scheduler, parameter_groups, resolve_optimizer
 from .tracking import METRICS_FILE, LossWindow, MetricsLog
 from .validation import sample_texts, validation_metrics
 
@@ -141,11 +141,13 @@ class Trainer:
             for groups in (param_groups, optimizer.param_groups if optimizer is not None else None):
                 if groups is not None:
                     rebind_parameters(groups, names_before, model)
+        # The optimizer `--optimizer auto` (or an explicit choice) means under this engine; the run log names it.
+        self.optimizer_name = resolve_optimizer(config, planned_engine(acc)) if optimizer is None else "given"
         if optimizer is None:
-            check_optimizer_engine(config, acc)
-            groups = param_groups if param_groups is not None else parameter_groups(model, config)
+            resolved = replace(config, optimizer=self.optimizer_name)
+            groups = param_groups if param_groups is not None else parameter_groups(model, resolved)
             self.param_group_names = [g.get("names", []) for g in groups]
-            optimizer = build_optimizer(groups, config)
+            optimizer = build_optimizer(groups, resolved)
         if scheduler is None:
             scheduler = build_scheduler(optimizer, config)
 

@@ -11,7 +11,7 @@ CACHE_ENV_VAR = "WREN_CACHE"
 
 # Where `wren pretrain` (no arguments) writes the finished model + tokenizer; `wren eval`, `wren finetune` and
 # `wren chat` default to it.
-DEFAULT_OUTPUT_DIR = os.path.join("runs", "wren-tiny-shakespeare")
+DEFAULT_OUTPUT_DIR = os.path.join("runs", "wren-nano-shakespeare")
 # Where `wren import smollm2` (no --out) writes the model; `wren chat` prefers it when present.
 SMOLLM2_OUTPUT_DIR = os.path.join("runs", "smollm2-135m-instruct")
 

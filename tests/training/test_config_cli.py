@@ -20,10 +20,10 @@ def parse(argv):
 def test_no_arguments_is_the_main_job():
     config = parse([])
     assert config == PretrainConfig()
-    assert config.output_dir == DEFAULT_OUTPUT_DIR == "runs/wren-tiny-shakespeare"
+    assert config.output_dir == DEFAULT_OUTPUT_DIR == "runs/wren-nano-shakespeare"
     assert config.preset == "wren-nano" and config.data == [] and config.resume == "auto"
     # the recipe search's winner (docs/recipe-search.md)
-    assert (config.optimizer, config.lr_schedule, config.vocab_size) == ("muon", "wsd", 2048)
+    assert (config.optimizer, config.lr_schedule, config.vocab_size) == ("auto", "wsd", 2048)
 
 
 def test_flags_file_and_set_precedence(tmp_path):

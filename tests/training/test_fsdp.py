@@ -55,9 +55,11 @@ def _assert_same_weights(a: dict, b: dict, **tolerance) -> None:
 
 @pytest.mark.timeout(240)
 def test_fsdp_shards_and_matches_one_process(tiny_settings, single_run, tmp_path):
-    fsdp = tiny_settings(output_dir=tmp_path / "fsdp", per_device_batch_size=4, **COMMON)
+    # `auto` (wren pretrain's default) trains with AdamW under FSDP2, as the one-process run below does explicitly.
+    fsdp = tiny_settings(output_dir=tmp_path / "fsdp", per_device_batch_size=4, **{**COMMON, "optimizer": "auto"})
     launched = _fsdp_run(fsdp, "--dump-shards", str(tmp_path / "shards"))
     assert launched.returncode == 0, launched.stderr[-4000:]
+    assert "with AdamW (peak LR 0.003)" in launched.stdout
 
     # Same losses, validation and final weights as one process with the same global batch.
     one, two = train_losses(single_run), train_losses(tmp_path / "fsdp")

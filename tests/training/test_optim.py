@@ -3,22 +3,21 @@
 import copy
 import itertools
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
-from accelerate.utils import DistributedType
 
 import wrenlm
 from wren_testing import tiny_config_kwargs, tiny_moe_config_kwargs
 from wrenlm.training.config import PretrainConfig, TrainingConfig
 from wrenlm.training.optim import (
+    MATRIX_SHARDING_ENGINES,
     ExpertMuon,
     MuonWithAdamW,
     build_optimizer,
     build_scheduler,
-    check_optimizer_engine,
     muon_groups,
+    resolve_optimizer,
     weight_decay_groups,
 )
 
@@ -189,13 +188,16 @@ def test_muon_state_dict_round_trip_continues_exactly(kwargs):
         assert torch.equal(a, b), name
 
 
-def test_muon_is_refused_where_matrices_are_sharded():
-    config = TrainingConfig(optimizer="muon")
-    for engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(ValueError, match="--optimizer adamw"):
-            check_optimizer_engine(config, SimpleNamespace(distributed_type=engine))
-    check_optimizer_engine(config, SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
-    check_optimizer_engine(TrainingConfig(), SimpleNamespace(distributed_type=DistributedType.FSDP))
+def test_auto_optimizer_is_muon_where_matrices_are_whole_and_explicit_muon_is_refused_elsewhere():
+    for engine in ("single", "ddp"):
+        assert resolve_optimizer(TrainingConfig(optimizer="auto"), engine) == "muon"
+        assert resolve_optimizer(TrainingConfig(optimizer="muon"), engine) == "muon"
+    for engine in MATRIX_SHARDING_ENGINES:
+        assert resolve_optimizer(TrainingConfig(optimizer="auto"), engine) == "adamw"
+        with pytest.raises(ValueError, match=f"not under {engine}.*--optimizer adamw"):
+            resolve_optimizer(TrainingConfig(optimizer="muon"), engine)
+    assert resolve_optimizer(TrainingConfig(optimizer="adamw"), "ddp") == "adamw"
+    assert {"fsdp2", "zero2", "zero3"} <= set(MATRIX_SHARDING_ENGINES)
 
 
 def test_frozen_parameters_are_left_out():
