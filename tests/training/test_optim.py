@@ -267,7 +267,7 @@ def test_warmup_stable_decay_is_a_trapezoid(shape):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"optimizer": "sgd"}, "`optimizer` must be one of adamw, muon"),
+        ({"optimizer": "sgd"}, "`optimizer` must be one of auto, adamw, muon"),
         ({"lr_schedule": "step"}, "`lr_schedule` must be one of cosine, wsd"),
         ({"decay_shape": "exp"}, "`decay_shape`"),
         ({"warmup_fraction": 1.0}, "`warmup_fraction` must be in"),
