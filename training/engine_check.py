@@ -201,6 +201,12 @@ def parameters_are_sharded(model) -> bool:
     return any(local_tensor(p) is not p for p in model.parameters())
 
 
+def generates_here(accelerator, model) -> bool:
+    """Whether this process runs a generation the main process asked for: with sharded parameters every process
+    takes part (each forward gathers the weights from all ranks); otherwise the main process alone."""
+    return accelerator.is_main_process or parameters_are_sharded(model)
+
+
 def rank_state_bytes(model, optimizer=None) -> dict[str, int]:
     """Bytes of parameters (held on this rank, and in full) and of optimizer state on this rank."""
     seen, local, full = set(), 0, 0
@@ -258,6 +264,7 @@ __all__ = [
     "check_request",
     "describe_report",
     "engine_report",
+    "generates_here",
     "how_to_run",
     "local_tensor",
     "parameters_are_sharded",

@@ -25,7 +25,7 @@ from .callbacks import TrainerCallback
 from .checkpointing import gathered_state_dict
 from .config import TrainingConfig, config_to_dict
 from .deepspeed_engine import is_deepspeed, model_init_context, without_zero3_init
-from .engine_check import parameters_are_sharded, planned_engine
+from .engine_check import generates_here, parameters_are_sharded, planned_engine
 from .fsdp import gathered_root, is_fsdp2_model
 from .moe import moe_callbacks
 from .nodes import NodeLayout, check_sharded_checkpoints
@@ -112,7 +112,7 @@ class ExactMatchCallback(TrainerCallback):
         acc = trainer.accelerator
         model = trainer.unwrapped_model
         # FSDP/ZeRO-3-sharded weights: every process generates alongside the main one (each forward gathers them).
-        if acc.is_main_process or parameters_are_sharded(model):
+        if generates_here(acc, model):
             was_training = model.training
             model.eval()
             with gathered_root(model):

@@ -36,6 +36,7 @@ from torch import nn
 from torch.optim._muon import muon as muon_update  # torch's functional Muon step (torch==2.13 pinned)
 
 from .config import DECAY_SHAPES, LR_SCHEDULES, OPTIMIZERS
+from .engine_check import SHARDED_ENGINES
 
 FUSED_GATE_UP = "gate_up_proj"  # transformers' fused expert layout: gate rows, then up rows
 
@@ -210,8 +211,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
         return loss
 
 
-# Engines (`engine_check.planned_engine` names) that shard or flatten the matrices Muon orthogonalises.
-MATRIX_SHARDING_ENGINES = ("fsdp1", "fsdp2", "zero1", "zero2", "zero3", "tensor-parallel")
+# Engines (`engine_check.planned_engine` names, and the tensor-parallel entry) that shard or flatten the matrices
+# Muon orthogonalises.
+MATRIX_SHARDING_ENGINES = (*SHARDED_ENGINES, "tensor-parallel")
 
 
 def resolve_optimizer(config, engine: str) -> str:

@@ -23,7 +23,7 @@ from .checkpointing import CHECKPOINT_DIR, CheckpointManager
 from .config import PretrainConfig, config_to_dict
 from .data import build_lm_datasets, load_documents, split_documents
 from .deepspeed_engine import model_init_context
-from .engine_check import parameters_are_sharded, planned_engine
+from .engine_check import generates_here, planned_engine
 from .fsdp import gathered_root
 from .moe import moe_callbacks
 from .nodes import NodeLayout, check_sharded_checkpoints
@@ -275,7 +275,7 @@ def run_pretraining(
 def _final_samples(config: PretrainConfig, trainer: Trainer, tokenizer) -> list[str]:
     model = trainer.unwrapped_model
     # FSDP/ZeRO-3-sharded weights: every process runs the generation with the main one (each forward gathers them).
-    if not ((trainer.accelerator.is_main_process or parameters_are_sharded(model)) and config.sample_prompts):
+    if not (generates_here(trainer.accelerator, model) and config.sample_prompts):
         return []
     with torch.random.fork_rng(), gathered_root(model):
         torch.manual_seed(config.seed)

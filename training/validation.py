@@ -142,11 +142,11 @@ def sample_texts(accelerator, model, config, step: int, *, sample_fn=None, token
     gathers the weights from all ranks) and the main process keeps the texts.
     Every process must call it (it ends with a barrier).
     """
-    from .engine_check import parameters_are_sharded
+    from .engine_check import generates_here
     from .fsdp import gathered_root
 
     texts: list[str] = []
-    if accelerator.is_main_process or parameters_are_sharded(model):
+    if generates_here(accelerator, model):
         was_training = model.training
         model.eval()
         devices = [accelerator.device] if accelerator.device.type == "cuda" else []

@@ -13,7 +13,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from wren_testing.finetune import copy_digits_records, save_tiny_base, write_jsonl
-from wren_testing.training import launch_two_cpu_processes, read_metrics, tiny_pretrain_settings, train_losses
+from wren_testing.training import (
+    assert_same_logged_losses,
+    launch_two_cpu_processes,
+    read_metrics,
+    tiny_pretrain_settings,
+    train_losses,
+)
 from wrenlm.cli import main as wren_main
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
@@ -117,13 +123,7 @@ def test_fsdp_moe_router_losses_equal_one_process(tiny_settings, tmp_path):
     launched = _fsdp_run({**fsdp, **common})
     assert launched.returncode == 0, launched.stderr[-4000:]
 
-    logs = [read_metrics(tmp_path / name) for name in ("single", "fsdp")]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4, 4]
-    for one, two in zip(*logs):
-        figures = [key for key in ("train/loss", "train/aux_loss", "train/z_loss", "eval_full/loss") if key in one]
-        assert figures and all(key in two for key in figures)
-        for key in figures:
-            assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    assert_same_logged_losses(tmp_path / "single", tmp_path / "fsdp", steps=[1, 2, 3, 4, 4])
     saved = load_file(tmp_path / "fsdp" / "model.safetensors")
     _assert_same_weights(load_file(tmp_path / "single" / "model.safetensors"), saved, rtol=1e-4, atol=1e-5)
     assert any(key.endswith("expert_bias") and value.abs().sum() > 0 for key, value in saved.items())

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wren_testing.training import launch_two_cpu_processes, read_metrics, train_losses
+from wren_testing.training import assert_same_logged_losses, launch_two_cpu_processes, read_metrics, train_losses
 from wrenlm.training.checkpointing import checkpoint_name
 from wrenlm.training.config import PretrainConfig, apply_overrides
 from wrenlm.training.pretrain import run_pretraining
@@ -76,13 +76,7 @@ def test_zero_equals_one_process_shards_and_saves_the_gathered_model(stage, tiny
     full_bytes = single_results["engine"]["full_param_bytes"]
     for held in engine["param_bytes_per_rank"]:
         assert held == full_bytes if stage == 2 else full_bytes / 2 <= held <= full_bytes / 2 * 1.05
-    logs = [read_metrics(tmp_path / name) for name in ("single", "zero")]
-    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == [1, 2, 3, 4, 4]
-    for one, two in zip(*logs):
-        figures = [key for key in ("train/loss", "train/aux_loss", "train/z_loss", "eval_full/loss") if key in one]
-        assert figures and all(key in two for key in figures)
-        for key in figures:
-            assert two[key] == pytest.approx(one[key], rel=1e-5), key
+    assert_same_logged_losses(tmp_path / "single", tmp_path / "zero", steps=[1, 2, 3, 4, 4])
     assert results["validation_loss"] == pytest.approx(single_results["validation_loss"], rel=1e-5)
 
     ranks = [json.loads(Path(f"{report}.rank{rank}.json").read_text()) for rank in (0, 1)]

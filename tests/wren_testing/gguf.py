@@ -16,6 +16,7 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter, quants
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from wren_testing.parity import randomize_
 from wrenlm.conversion.packaged import SMOLLM2
 from wrenlm.tokenization import BPEModel, train_bpe_with_tokenizers
 
@@ -57,13 +58,7 @@ def tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
         eos_token_id=EOS_ID,
         pad_token_id=EOS_ID,
     )
-    model = LlamaForCausalLM(config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else 0.3 * noise)
-    return model.eval()
+    return randomize_(LlamaForCausalLM(config), seed, scale=0.3).eval()
 
 
 def _permute_for_gguf(weight: np.ndarray, heads: int) -> np.ndarray:

@@ -8,12 +8,12 @@ because it does not read them from the file: Qwen3's head_dim (128) and Qwen3-Mo
 import tempfile
 from pathlib import Path
 
-import torch
 from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, trainers
 from tokenizers.models import BPE
 from transformers.integrations.gguf.gguf_tokenizer_mapping import GGUF_PRE_TOKENIZER_SPLITS
 
 from wren_testing import tiny_config_kwargs
+from wren_testing.parity import randomize_
 from wrenlm import WrenConfig, WrenForCausalLM
 from wrenlm.tokenization import DEFAULT_CHAT_TEMPLATE, DEFAULT_SPECIAL_TOKENS, WrenTokenizer, train_tokenizer
 from wrenlm.tokenization.tokenization_wren import WREN_V1_PRETOKENIZE_PATTERN, wren_pre_tokenizer
@@ -114,19 +114,10 @@ def tiny_wren(layout: str = "dense", seed: int = 0, **overrides) -> WrenForCausa
         num_key_value_heads=2,
         max_position_embeddings=256,
         rms_norm_eps=1e-5,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
     )
     kwargs.update(LAYOUTS[layout])
     kwargs.update(overrides)
-    model = WrenForCausalLM(WrenConfig(**kwargs))
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator)
-            param.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else 0.3 * noise)
-    return model.eval()
+    return randomize_(WrenForCausalLM(WrenConfig(**kwargs)), seed, scale=0.3).eval()
 
 
 def save_tiny_wren(folder: "str | Path", layout: str = "dense", pre: str = "gpt-2", **overrides) -> Path:

@@ -14,13 +14,14 @@ PROMPT_LEN = 12
 NEW_TOKENS = 10
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter random (HF init leaves biases at 0 and norms at 1, which would hide mapping bugs)."""
+def randomize_(model: torch.nn.Module, seed: int = 0, scale: float = 0.2) -> torch.nn.Module:
+    """Every parameter random: norm weights 1 + 0.1 N(0, 1), the rest `scale` N(0, 1) (HF init leaves biases at 0
+    and norms at 1, which would hide mapping bugs)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
-            value = 1.0 + 0.1 * noise if name.endswith("norm.weight") else 0.2 * noise
+            value = 1.0 + 0.1 * noise if name.endswith("norm.weight") else scale * noise
             param.copy_(value.to(param.dtype))
     return model
 

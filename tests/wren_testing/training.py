@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 
 from wren_testing import tiny_config_kwargs
 
@@ -288,3 +289,14 @@ def launch_two_nodes(
         for rank, cwd in enumerate(cwds)
     ]
     return wait_for_launchers(processes, timeout)
+
+
+def assert_same_logged_losses(single_dir, other_dir, steps: list[int]) -> None:
+    """Two runs logged the same steps with the same losses (router losses and final validation loss included)."""
+    logs = [read_metrics(single_dir), read_metrics(other_dir)]
+    assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]] == steps
+    for one, two in zip(*logs):
+        figures = [key for key in ("train/loss", "train/aux_loss", "train/z_loss", "eval_full/loss") if key in one]
+        assert figures and all(key in two for key in figures)
+        for key in figures:
+            assert two[key] == pytest.approx(one[key], rel=1e-5), key
